@@ -1,0 +1,183 @@
+//! Command-line interface: argument parsing and one small function per subcommand.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::data::read_lines;
+use crate::device::parse_device;
+use crate::pooling::Pooling;
+use crate::sentence::{SentenceEncoder, SentenceOptions};
+use crate::sts::{evaluate, StsPairs};
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Sentence embeddings and multi-task learning on libtorch",
+    long_about = "Turns a pretrained BERT-family encoder into a sentence encoder, trains task heads on it under a \
+                  chosen freezing scenario, and compares runs.\n\nExample:\n  harness embed --model all-MiniLM-L6-v2 \"A man is playing a guitar.\""
+)]
+pub struct Cli {
+    /// CPU threads for libtorch (default: libtorch's choice, usually one per core)
+    #[arg(long, global = true)]
+    pub threads: Option<i32>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print one embedding per sentence.
+    ///
+    /// Example: harness embed --model all-MiniLM-L6-v2 "A man is playing a guitar." "Someone plays music."
+    Embed(EmbedArgs),
+    /// Spearman and Pearson correlation (×100) of cosine similarity against gold STS scores.
+    ///
+    /// Example: harness eval-sts --model all-MiniLM-L6-v2 --data ../shared/data/stsb/test.tsv
+    EvalSts(EvalStsArgs),
+}
+
+/// Which encoder, and how its token states become a sentence vector.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// A local Hugging Face folder (config.json, vocab.txt, model.safetensors) or a known name: all-MiniLM-L6-v2
+    #[arg(long, default_value = "all-MiniLM-L6-v2")]
+    pub model: String,
+    /// Pooling over token states (default: the folder's 1_Pooling/config.json, else mean)
+    #[arg(long, value_enum)]
+    pub pooling: Option<Pooling>,
+    /// L2-normalise embeddings (default: on when the folder's modules.json lists a Normalize module)
+    #[arg(long, conflicts_with = "no_normalize")]
+    pub normalize: bool,
+    /// Do not L2-normalise embeddings
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Truncate inputs to this many tokens, [CLS] and [SEP] included (default: the folder's
+    /// sentence_bert_config.json max_seq_length, else 128)
+    #[arg(long)]
+    pub max_length: Option<usize>,
+    /// Sentences per forward pass
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// auto, cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    fn load(&self) -> Result<SentenceEncoder> {
+        let normalize = match (self.normalize, self.no_normalize) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        };
+        let opts = SentenceOptions { pooling: self.pooling, normalize, max_length: self.max_length };
+        SentenceEncoder::load(&self.model, &opts, parse_device(&self.device)?)
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Json,
+    Csv,
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output format: json (array of {text, embedding}) or csv (text, then one column per dimension)
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
+    /// Read sentences from this file, one per line
+    #[arg(long, conflicts_with = "sentences")]
+    pub input: Option<PathBuf>,
+    /// Sentences to embed
+    pub sentences: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct EvalStsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// STS file with columns sentence1, sentence2, score (TSV, quoting off)
+    #[arg(long, default_value = "../shared/data/stsb/test.tsv")]
+    pub data: PathBuf,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        tch::set_num_threads(n);
+    }
+    match cli.command {
+        Command::Embed(a) => embed(a),
+        Command::EvalSts(a) => eval_sts(a),
+    }
+}
+
+fn embed(a: EmbedArgs) -> Result<()> {
+    let texts = match &a.input {
+        Some(p) => read_lines(p)?,
+        None if a.sentences.is_empty() => bail!("no input: give sentences as arguments or --input FILE"),
+        None => a.sentences.clone(),
+    };
+    let model = a.model.load()?;
+    let emb = model.encode(&texts, a.model.batch_size, true)?;
+    let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(emb)?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match a.format {
+        Format::Json => {
+            #[derive(serde::Serialize)]
+            struct Item<'a> {
+                text: &'a str,
+                embedding: &'a [f32],
+            }
+            let items: Vec<_> = texts.iter().zip(&rows).map(|(text, e)| Item { text, embedding: e }).collect();
+            serde_json::to_writer_pretty(&mut out, &items)?;
+            writeln!(out)?;
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            let mut header = vec!["text".to_string()];
+            header.extend((0..model.dim()).map(|i| format!("e{i}")));
+            w.write_record(&header)?;
+            for (t, e) in texts.iter().zip(&rows) {
+                let mut rec = vec![t.clone()];
+                rec.extend(e.iter().map(|v| v.to_string()));
+                w.write_record(&rec)?;
+            }
+            w.flush()?;
+        }
+    }
+    Ok(())
+}
+
+fn eval_sts(a: EvalStsArgs) -> Result<()> {
+    let pairs = StsPairs::read(&a.data)?;
+    let model = a.model.load()?;
+    let t0 = std::time::Instant::now();
+    let score = evaluate(&model, &pairs, a.model.batch_size, true)?;
+    let secs = t0.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&score)?);
+    } else {
+        println!(
+            "{}: {} pairs, pooling {}, normalize {}: Spearman {:.2}  Pearson {:.2}  ({:.1} s)",
+            a.data.display(),
+            score.pairs,
+            model.pooling,
+            model.normalize,
+            score.spearman,
+            score.pearson,
+            secs
+        );
+    }
+    Ok(())
+}

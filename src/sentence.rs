@@ -1,0 +1,90 @@
+//! The sentence encoder: tokenizer + transformer + pooling (+ L2 normalisation), the Rust counterpart of a
+//! sentence-transformers model made of Transformer, Pooling and Normalize modules.
+
+use anyhow::Result;
+use indicatif::{ProgressBar, ProgressStyle};
+use tch::{Device, Kind, Tensor};
+
+use crate::encoder::{Encoder, ModelFolder};
+use crate::pooling::{l2_normalize, pool, Pooling};
+use crate::tokenizer::{length_sorted_batches, Batch, TextTokenizer};
+
+/// How to turn token states into a sentence vector; unset fields take the model folder's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct SentenceOptions {
+    pub pooling: Option<Pooling>,
+    pub normalize: Option<bool>,
+    pub max_length: Option<usize>,
+}
+
+pub struct SentenceEncoder {
+    pub folder: ModelFolder,
+    pub encoder: Encoder,
+    pub tokenizer: TextTokenizer,
+    pub pooling: Pooling,
+    pub normalize: bool,
+    pub device: Device,
+}
+
+impl SentenceEncoder {
+    pub fn load(model: &str, opts: &SentenceOptions, device: Device) -> Result<Self> {
+        let folder = ModelFolder::open(model)?;
+        let encoder = Encoder::load(&folder, device)?;
+        Self::from_parts(folder, encoder, opts, device)
+    }
+
+    pub fn from_parts(folder: ModelFolder, encoder: Encoder, opts: &SentenceOptions, device: Device) -> Result<Self> {
+        let pooling = opts.pooling.or(folder.sentence.pooling).unwrap_or(Pooling::Mean);
+        let normalize = opts.normalize.unwrap_or(folder.sentence.normalize);
+        let max_length = opts.max_length.or(folder.sentence.max_seq_length).unwrap_or(128);
+        let tokenizer = TextTokenizer::new(&folder, max_length)?;
+        Ok(SentenceEncoder { folder, encoder, tokenizer, pooling, normalize, device })
+    }
+
+    pub fn dim(&self) -> i64 {
+        self.encoder.hidden_size
+    }
+
+    /// Sentence vectors of one padded batch; `train` turns dropout on and keeps the graph.
+    pub fn forward_t(&self, batch: &Batch, train: bool) -> Result<Tensor> {
+        let hidden = self.encoder.forward_t(&batch.ids, &batch.mask, train)?;
+        let pooled = pool(&hidden, &batch.mask, self.pooling);
+        Ok(if self.normalize { l2_normalize(&pooled) } else { pooled })
+    }
+
+    /// Encodes pre-tokenised sequences in length-sorted batches, without a graph; rows come back in input
+    /// order, on the CPU, as f32.
+    pub fn encode_ids(&self, seqs: &[Vec<i64>], batch_size: usize, progress: bool) -> Result<Tensor> {
+        let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
+        let batches = length_sorted_batches(&lengths, batch_size);
+        let bar = if progress && seqs.len() > batch_size {
+            let b = ProgressBar::new(seqs.len() as u64);
+            b.set_style(
+                ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec}")
+                    .expect("static template"),
+            );
+            b.set_message("encoding");
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let mut out = Tensor::zeros([seqs.len() as i64, self.dim()], (Kind::Float, Device::Cpu));
+        tch::no_grad(|| -> Result<()> {
+            for idx in &batches {
+                let refs: Vec<&[i64]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
+                let batch = self.tokenizer.batch(&refs, self.device);
+                let emb = self.forward_t(&batch, false)?.to_kind(Kind::Float).to_device(Device::Cpu);
+                let index = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
+                let _ = out.index_copy_(0, &index, &emb);
+                bar.inc(idx.len() as u64);
+            }
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    pub fn encode(&self, texts: &[String], batch_size: usize, progress: bool) -> Result<Tensor> {
+        self.encode_ids(&self.tokenizer.encode_all(texts), batch_size, progress)
+    }
+}

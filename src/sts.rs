@@ -1,0 +1,68 @@
+//! Semantic textual similarity evaluation (STS-B): cosine similarity of the two sentence vectors
+//! against the gold score, as sentence-transformers' EmbeddingSimilarityEvaluator reports it.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::data::Table;
+use crate::metrics::{pearson, spearman};
+use crate::pooling::l2_normalize;
+use crate::sentence::SentenceEncoder;
+
+pub struct StsPairs {
+    pub first: Vec<String>,
+    pub second: Vec<String>,
+    pub gold: Vec<f64>,
+}
+
+impl StsPairs {
+    pub fn read(path: &Path) -> Result<Self> {
+        let t = Table::read(path)?;
+        let (a, b, s) = (t.column("sentence1")?, t.column("sentence2")?, t.column("score")?);
+        let mut out = StsPairs { first: vec![], second: vec![], gold: vec![] };
+        for (line, row) in &t.rows {
+            let score: f64 = row[s]
+                .trim()
+                .parse()
+                .with_context(|| format!("{}:{line}: column `score`: `{}` is not a number", path.display(), row[s]))?;
+            out.first.push(row[a].clone());
+            out.second.push(row[b].clone());
+            out.gold.push(score);
+        }
+        if out.gold.is_empty() {
+            bail!("{}: no pairs (the file is empty)", path.display());
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StsScore {
+    pub pairs: usize,
+    /// ×100, as usually reported
+    pub spearman: f64,
+    pub pearson: f64,
+}
+
+pub fn evaluate(model: &SentenceEncoder, pairs: &StsPairs, batch_size: usize, progress: bool) -> Result<StsScore> {
+    // each distinct sentence is encoded once
+    let mut unique: Vec<String> = Vec::new();
+    let mut index: HashMap<&str, i64> = HashMap::new();
+    for s in pairs.first.iter().chain(&pairs.second) {
+        if !index.contains_key(s.as_str()) {
+            index.insert(s, unique.len() as i64);
+            unique.push(s.clone());
+        }
+    }
+    let emb = l2_normalize(&model.encode(&unique, batch_size, progress)?);
+    let pick = |v: &[String]| tch::Tensor::from_slice(&v.iter().map(|s| index[s.as_str()]).collect::<Vec<_>>());
+    let (ea, eb) = (emb.index_select(0, &pick(&pairs.first)), emb.index_select(0, &pick(&pairs.second)));
+    let cos: Vec<f64> = (ea * eb).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double).try_into()?;
+    Ok(StsScore {
+        pairs: pairs.gold.len(),
+        spearman: 100.0 * spearman(&cos, &pairs.gold),
+        pearson: 100.0 * pearson(&cos, &pairs.gold),
+    })
+}

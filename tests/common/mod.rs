@@ -1,0 +1,60 @@
+#![allow(dead_code)]
+//! Helpers shared by the integration tests: paths, the Python reference, the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shared_data(rel: &str) -> PathBuf {
+    let p = root().join("../shared/data").join(rel);
+    assert!(p.exists(), "{} is missing: the tests read the shared data beside the checkout", p.display());
+    p
+}
+
+/// The venv's python, where scripts/setup --with-reference installed the reference packages.
+pub fn python() -> PathBuf {
+    std::env::var_os("HARNESS_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"))
+}
+
+/// Runs a reference script; a failure is a test failure, never a skip.
+pub fn run_reference(script: &str, args: &[&str]) {
+    let out = Command::new(python())
+        .arg(root().join("scripts/reference").join(script))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TRANSFORMERS_OFFLINE", "1")
+        .output()
+        .expect("cannot start the reference python (run scripts/setup --with-reference)");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().unwrap()
+}
+
+pub fn harness_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(dir).output().unwrap()
+}
+
+/// Asserts the command failed the way a user error should: exit 2, one `error:` line that mentions
+/// `needle`, no panic.
+pub fn assert_user_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit code, stderr: {err}");
+    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "`{needle}` not in: {err}");
+}
+
+pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
+    assert_eq!(a.size(), b.size());
+    (a - b).abs().max().double_value(&[])
+}
