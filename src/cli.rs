@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::checkpoint;
+use crate::config::ExperimentConfig;
 use crate::data::read_lines;
+use crate::experiment;
+use crate::report;
 use crate::device::parse_device;
 use crate::pooling::Pooling;
 use crate::sentence::{SentenceEncoder, SentenceOptions};
@@ -38,6 +42,44 @@ pub enum Command {
     ///
     /// Example: harness eval-sts --model all-MiniLM-L6-v2 --data ../shared/data/stsb/test.tsv
     EvalSts(EvalStsArgs),
+    /// Train and evaluate one multi-task experiment from a YAML config; writes
+    /// <output_dir>/<name>/{metrics.csv, summary.json, config.yaml, checkpoint.safetensors}.
+    ///
+    /// Example: harness run configs/freeze_heads_a.yaml --set train.epochs=1 --set tasks.0.limit_train=500
+    Run(RunArgs),
+    /// Print the parameter groups of a config's model: parameters and whether they train.
+    ///
+    /// Example: harness inspect configs/unfreeze_top2.yaml
+    Inspect(RunArgs),
+    /// Predict every task's label for sentences with a trained run.
+    ///
+    /// Example: harness predict --run results/freeze_heads_a "a gripping, beautifully shot film"
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Experiment config (YAML)
+    pub config: PathBuf,
+    /// Override a config key, e.g. --set train.epochs=1 --set tasks.0.limit_train=500 (repeatable)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct PredictArgs {
+    /// A finished run directory (holds config.yaml and checkpoint.safetensors)
+    #[arg(long)]
+    pub run: PathBuf,
+    /// auto, cpu, cuda or cuda:N (default: the run's config)
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+    /// Sentences to classify
+    #[arg(required = true)]
+    pub sentences: Vec<String>,
 }
 
 /// Which encoder, and how its token states become a sentence vector.
@@ -119,6 +161,9 @@ pub fn main() -> Result<()> {
     match cli.command {
         Command::Embed(a) => embed(a),
         Command::EvalSts(a) => eval_sts(a),
+        Command::Run(a) => run(a),
+        Command::Inspect(a) => inspect(a),
+        Command::Predict(a) => predict(a),
     }
 }
 
@@ -178,6 +223,65 @@ fn eval_sts(a: EvalStsArgs) -> Result<()> {
             score.pearson,
             secs
         );
+    }
+    Ok(())
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let cfg = ExperimentConfig::load(&a.config, &a.overrides)?;
+    let s = experiment::run(&cfg)?.summary;
+    println!("{}: {} ({} trainable of {} parameters), {:.1} s, {:.1} train examples/s",
+        experiment::run_dir(&cfg).display(), s.scenario, s.params_trainable, s.params_total, s.wall_s, s.train_examples_per_s);
+    for (task, m) in &s.final_metrics {
+        println!("  {task}: accuracy {:.4}  macro-F1 {:.4}  loss {:.4}", m.accuracy, m.macro_f1, m.loss);
+    }
+    Ok(())
+}
+
+fn inspect(a: RunArgs) -> Result<()> {
+    let cfg = ExperimentConfig::load(&a.config, &a.overrides)?;
+    let (model, plan) = experiment::build(&cfg)?;
+    println!("{} ({}), encoder {}", cfg.name, cfg.scenario_label(), cfg.encoder.model);
+    print!("{}", report::groups_table(&model.groups(), &plan));
+    Ok(())
+}
+
+fn predict(a: PredictArgs) -> Result<()> {
+    let mut cfg = ExperimentConfig::load(&a.run.join("config.yaml"), &[])?;
+    if let Some(d) = a.device {
+        cfg.device = d;
+    }
+    let ckpt = a.run.join(checkpoint::FILE);
+    if !ckpt.is_file() {
+        bail!("{}: missing (is {} a finished run?)", ckpt.display(), a.run.display());
+    }
+    let (model, _) = experiment::build(&cfg)?;
+    checkpoint::load(&model, &ckpt)?;
+    let feats = model.sentence.encode(&a.sentences, 64, false)?.to_device(model.sentence.device);
+    let mut out = Vec::new();
+    for (i, text) in a.sentences.iter().enumerate() {
+        let x = feats.get(i as i64).unsqueeze(0);
+        let mut tasks = serde_json::Map::new();
+        for (h, t) in model.heads.iter().zip(&cfg.tasks) {
+            let probs: Vec<f64> = tch::no_grad(|| h.forward_t(&x, false).softmax(-1, tch::Kind::Double)).view([-1]).try_into()?;
+            let names = t.label_names();
+            let best = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
+            let dist: serde_json::Map<String, serde_json::Value> =
+                names.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!((p * 1e4).round() / 1e4))).collect();
+            tasks.insert(t.name.clone(), serde_json::json!({ "label": names[best], "probabilities": dist }));
+        }
+        out.push(serde_json::json!({ "text": text, "tasks": tasks }));
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for item in &out {
+            println!("{}", item["text"].as_str().unwrap_or_default());
+            for (task, v) in item["tasks"].as_object().into_iter().flatten() {
+                let probs: Vec<String> = v["probabilities"].as_object().into_iter().flatten().map(|(n, p)| format!("{n} {p}")).collect();
+                println!("  {task}: {}  ({})", v["label"].as_str().unwrap_or_default(), probs.join(", "));
+            }
+        }
     }
     Ok(())
 }

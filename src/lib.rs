@@ -2,12 +2,20 @@
 //!
 //! The data flows one way: config → datasets → model → trainer → metrics writer.
 
+pub mod checkpoint;
 pub mod cli;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod encoder;
+pub mod experiment;
+pub mod freeze;
+pub mod heads;
 pub mod metrics;
+pub mod model;
 pub mod pooling;
+pub mod report;
 pub mod sentence;
 pub mod sts;
 pub mod tokenizer;
+pub mod train;

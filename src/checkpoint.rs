@@ -1,0 +1,50 @@
+//! Checkpoints: the trainable encoder tensors and every head, as safetensors beside the resolved config.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tch::Tensor;
+
+use crate::freeze::FreezePlan;
+use crate::model::{MultiTaskModel, ParamGroup};
+
+pub const FILE: &str = "checkpoint.safetensors";
+
+/// Frozen encoder groups are left out: they equal the model folder's weights. Heads are always saved,
+/// frozen ones too, since a frozen head keeps its seeded random initialisation.
+pub fn save(groups: &[ParamGroup], plan: &FreezePlan, path: &Path) -> Result<()> {
+    let tensors: Vec<(String, Tensor)> = groups
+        .iter()
+        .filter(|g| g.name.starts_with("head:") || plan.is_trainable(&g.name))
+        .flat_map(|g| g.vars.iter().map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu))))
+        .collect();
+    Tensor::write_safetensors(&tensors, path).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Overwrites the model's tensors with those in the checkpoint.
+pub fn load(model: &MultiTaskModel, path: &Path) -> Result<()> {
+    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: cannot read checkpoint", path.display()))?
+        .into_iter()
+        .collect();
+    let mut found = 0;
+    tch::no_grad(|| -> Result<()> {
+        for g in model.groups() {
+            for (name, mut var) in g.vars {
+                if let Some(t) = saved.get(&name) {
+                    if t.size() != var.size() {
+                        bail!("{}: `{name}` has shape {:?}, the model expects {:?}", path.display(), t.size(), var.size());
+                    }
+                    var.copy_(t);
+                    found += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if found != saved.len() {
+        bail!("{}: {} of its tensors do not belong to the model built from config.yaml", path.display(), saved.len() - found);
+    }
+    Ok(())
+}

@@ -1,0 +1,467 @@
+//! Experiment configuration: the YAML file, `--set` overrides, and validation.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::LabelMap;
+use crate::pooling::Pooling;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// run name: results go to <output_dir>/<name>/
+    pub name: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    #[serde(default)]
+    pub encoder: EncoderConfig,
+    pub tasks: Vec<TaskConfig>,
+    #[serde(default)]
+    pub freeze: FreezeConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// a local Hugging Face folder or a known name
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// default: the model folder's sentence-transformers pooling, else mean
+    #[serde(default)]
+    pub pooling: Option<Pooling>,
+    /// default: whether the folder lists a Normalize module
+    #[serde(default)]
+    pub normalize: Option<bool>,
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        EncoderConfig { model: default_model(), pooling: None, normalize: None, max_length: default_max_length() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    pub name: String,
+    pub train: PathBuf,
+    pub eval: PathBuf,
+    #[serde(default = "default_text_column")]
+    pub text_column: String,
+    #[serde(default = "default_label_column")]
+    pub label_column: String,
+    /// class names, in class order; with integer labels they are display names only
+    #[serde(default)]
+    pub labels: Option<Vec<String>>,
+    #[serde(default)]
+    pub num_labels: Option<usize>,
+    /// integer: the label cell is a number (minus label_offset); name: the cell is one of `labels`
+    #[serde(default)]
+    pub label_format: LabelFormat,
+    #[serde(default)]
+    pub label_offset: i64,
+    #[serde(default)]
+    pub head: HeadConfig,
+    #[serde(default = "one")]
+    pub loss_weight: f64,
+    #[serde(default)]
+    pub limit_train: Option<usize>,
+    #[serde(default)]
+    pub limit_eval: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelFormat {
+    #[default]
+    Integer,
+    Name,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum HeadConfig {
+    Linear,
+    Mlp {
+        #[serde(default = "default_hidden")]
+        hidden: i64,
+        #[serde(default = "default_dropout")]
+        dropout: f64,
+    },
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig::Linear
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeConfig {
+    /// none | all | backbone | head:<task>
+    #[serde(default = "default_scenario")]
+    pub scenario: String,
+    /// train only the top k transformer layers of the encoder (embeddings and lower layers frozen)
+    #[serde(default)]
+    pub unfreeze_top_layers: Option<usize>,
+    #[serde(default)]
+    pub frozen_task_loss: FrozenTaskLoss,
+}
+
+impl Default for FreezeConfig {
+    fn default() -> Self {
+        FreezeConfig { scenario: default_scenario(), unfreeze_top_layers: None, frozen_task_loss: FrozenTaskLoss::Backprop }
+    }
+}
+
+/// What a task whose head is frozen contributes to training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrozenTaskLoss {
+    /// its loss still flows into the shared encoder
+    #[default]
+    Backprop,
+    /// its batches are not trained on
+    Ignore,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// every batch of every task once per epoch, in random order
+    Proportional,
+    /// tasks take turns until each has used its batches
+    RoundRobin,
+    /// task i drawn with probability ∝ n_i^(1/T)
+    Temperature,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "default_eval_batch_size")]
+    pub eval_batch_size: usize,
+    #[serde(default = "default_lr_encoder")]
+    pub lr_encoder: f64,
+    #[serde(default = "default_lr_heads")]
+    pub lr_heads: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_warmup_ratio")]
+    pub warmup_ratio: f64,
+    /// max global gradient norm; 0 turns clipping off
+    #[serde(default = "one")]
+    pub grad_clip: f64,
+    #[serde(default = "default_sampling")]
+    pub sampling: Sampling,
+    #[serde(default = "default_temperature")]
+    pub temperature: f64,
+    #[serde(default)]
+    pub eval_every_steps: Option<usize>,
+    /// cache pooled features when the whole encoder is frozen
+    #[serde(default = "yes")]
+    pub cache_features: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        serde_yaml::from_str("{}").expect("all train fields have defaults")
+    }
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_output_dir() -> PathBuf {
+    "results".into()
+}
+fn default_model() -> String {
+    "all-MiniLM-L6-v2".into()
+}
+fn default_max_length() -> usize {
+    128
+}
+fn default_text_column() -> String {
+    "sentence".into()
+}
+fn default_label_column() -> String {
+    "label".into()
+}
+fn default_hidden() -> i64 {
+    256
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn one() -> f64 {
+    1.0
+}
+fn yes() -> bool {
+    true
+}
+fn default_scenario() -> String {
+    "none".into()
+}
+fn default_epochs() -> usize {
+    3
+}
+fn default_batch_size() -> usize {
+    32
+}
+fn default_eval_batch_size() -> usize {
+    128
+}
+fn default_lr_encoder() -> f64 {
+    2e-5
+}
+fn default_lr_heads() -> f64 {
+    1e-3
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_warmup_ratio() -> f64 {
+    0.1
+}
+fn default_sampling() -> Sampling {
+    Sampling::Proportional
+}
+fn default_temperature() -> f64 {
+    2.0
+}
+
+/// The freezing scenario, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scenario {
+    None,
+    All,
+    Backbone,
+    Head(String),
+}
+
+impl TaskConfig {
+    pub fn label_map(&self) -> Result<LabelMap> {
+        Ok(match self.label_format {
+            LabelFormat::Name => LabelMap::Names(
+                self.labels.clone().with_context(|| format!("task `{}`: label_format name needs `labels`", self.name))?,
+            ),
+            LabelFormat::Integer => LabelMap::Integer { offset: self.label_offset, num_labels: self.num_labels()? },
+        })
+    }
+
+    pub fn num_labels(&self) -> Result<usize> {
+        match (&self.labels, self.num_labels) {
+            (Some(l), Some(n)) if l.len() != n => {
+                bail!("task `{}`: `labels` has {} names but num_labels is {n}", self.name, l.len())
+            }
+            (Some(l), _) => Ok(l.len()),
+            (None, Some(n)) => Ok(n),
+            (None, None) => bail!("task `{}`: give `labels` (class names) or `num_labels`", self.name),
+        }
+    }
+
+    /// Display names for classes: the configured names, else the class index.
+    pub fn label_names(&self) -> Vec<String> {
+        match &self.labels {
+            Some(l) => l.clone(),
+            None => (0..self.num_labels.unwrap_or(0)).map(|i| (i as i64 + self.label_offset).to_string()).collect(),
+        }
+    }
+}
+
+impl ExperimentConfig {
+    /// Reads a config file, applies `key.path=value` overrides, and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let cfg: ExperimentConfig = if overrides.is_empty() {
+            // straight from text, so that errors carry line numbers
+            serde_yaml::from_str(&text).map_err(|e| explain(path, e))?
+        } else {
+            let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| explain(path, e))?;
+            for o in overrides {
+                apply_override(&mut value, o)?;
+            }
+            serde_yaml::from_value(value).map_err(|e| explain(path, e).context("after --set overrides"))?
+        };
+        cfg.validate().with_context(|| format!("{}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn scenario(&self) -> Result<Scenario> {
+        let s = self.freeze.scenario.as_str();
+        Ok(match s {
+            "none" => Scenario::None,
+            "all" => Scenario::All,
+            "backbone" => Scenario::Backbone,
+            _ => match s.strip_prefix("head:") {
+                Some(task) if self.tasks.iter().any(|t| t.name == task) => Scenario::Head(task.to_string()),
+                Some(task) => {
+                    let names: Vec<_> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+                    bail!("freeze.scenario `{s}` names unknown task `{task}` (tasks: {})", names.join(", "))
+                }
+                None => bail!("freeze.scenario `{s}` is not one of none, all, backbone, head:<task>"),
+            },
+        })
+    }
+
+    /// The scenario as reported in metrics and summaries.
+    pub fn scenario_label(&self) -> String {
+        match self.freeze.unfreeze_top_layers {
+            Some(k) => format!("unfreeze_top{k}"),
+            None => self.freeze.scenario.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.name.trim().is_empty() || self.name.contains('/') {
+            bail!("`name` must be a non-empty run name without `/`");
+        }
+        if self.tasks.is_empty() {
+            bail!("`tasks` is empty: give at least one task");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for t in &self.tasks {
+            if !seen.insert(&t.name) {
+                bail!("task name `{}` is used twice", t.name);
+            }
+            t.num_labels()?;
+            t.label_map()?;
+            if t.loss_weight < 0.0 {
+                bail!("task `{}`: loss_weight must be >= 0", t.name);
+            }
+        }
+        let scenario = self.scenario()?;
+        if self.freeze.unfreeze_top_layers.is_some() && scenario == Scenario::All {
+            bail!("freeze.unfreeze_top_layers cannot be combined with scenario `all`");
+        }
+        let tr = &self.train;
+        if tr.batch_size == 0 || tr.eval_batch_size == 0 {
+            bail!("train.batch_size and train.eval_batch_size must be positive");
+        }
+        if !(0.0..=1.0).contains(&tr.warmup_ratio) {
+            bail!("train.warmup_ratio must be within 0..1");
+        }
+        if tr.sampling == Sampling::Temperature && tr.temperature <= 0.0 {
+            bail!("train.temperature must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// `a.b.0.c=value`: the value is parsed as YAML, so numbers, booleans and lists keep their type.
+fn apply_override(root: &mut serde_yaml::Value, spec: &str) -> Result<()> {
+    let (key, raw) = spec.split_once('=').with_context(|| format!("--set `{spec}`: expected key.path=value"))?;
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(raw).with_context(|| format!("--set `{spec}`: value is not valid YAML"))?;
+    let mut node = root;
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let last = i + 1 == parts.len();
+        node = match node {
+            serde_yaml::Value::Sequence(seq) => {
+                let idx: usize = part
+                    .parse()
+                    .with_context(|| format!("--set `{spec}`: `{part}` should be a list index"))?;
+                let len = seq.len();
+                seq.get_mut(idx).with_context(|| format!("--set `{spec}`: index {idx} out of range (list has {len})"))?
+            }
+            serde_yaml::Value::Mapping(map) => {
+                let k = serde_yaml::Value::String(part.to_string());
+                if !map.contains_key(&k) {
+                    map.insert(k.clone(), if last { serde_yaml::Value::Null } else { serde_yaml::Mapping::new().into() });
+                }
+                map.get_mut(&k).expect("inserted above")
+            }
+            serde_yaml::Value::Null => {
+                *node = serde_yaml::Mapping::new().into();
+                let serde_yaml::Value::Mapping(map) = node else { unreachable!() };
+                map.entry(serde_yaml::Value::String(part.to_string())).or_insert(serde_yaml::Value::Null)
+            }
+            _ => bail!("--set `{spec}`: `{part}` is inside a value that is not a mapping or list"),
+        };
+    }
+    *node = value;
+    Ok(())
+}
+
+/// serde_yaml's message, with the file name, and for an unknown key the nearest valid one.
+fn explain(path: &Path, e: serde_yaml::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    let mut out = format!("{}: {msg}", path.display());
+    if let Some(rest) = msg.split("unknown field `").nth(1) {
+        let unknown = rest.split('`').next().unwrap_or("");
+        let expected: Vec<&str> = rest.split("expected ").nth(1).unwrap_or("").split('`').skip(1).step_by(2).collect();
+        if let Some(best) = expected
+            .iter()
+            .map(|k| (strsim::jaro_winkler(unknown, k), k))
+            .filter(|(s, _)| *s > 0.7)
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+        {
+            out.push_str(&format!(" (did you mean `{}`?)", best.1));
+        }
+    }
+    anyhow::anyhow!(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "name: t\ntasks:\n  - name: a\n    train: x.tsv\n    eval: y.tsv\n    num_labels: 2\n";
+
+    fn load(text: &str, sets: &[&str]) -> Result<ExperimentConfig> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.yaml");
+        std::fs::write(&p, text).unwrap();
+        ExperimentConfig::load(&p, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = load(MIN, &[]).unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.tasks[0].head, HeadConfig::Linear);
+        assert_eq!(c.scenario().unwrap(), Scenario::None);
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_nearest() {
+        let e = format!("{:#}", load(&format!("{MIN}train:\n  epoch: 2\n"), &[]).unwrap_err());
+        assert!(e.contains("unknown field `epoch`") && e.contains("did you mean `epochs`?"), "{e}");
+        assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys_and_lists() {
+        let c = load(MIN, &["train.epochs=1", "tasks.0.limit_train=500", "freeze.scenario=head:a"]).unwrap();
+        assert_eq!(c.train.epochs, 1);
+        assert_eq!(c.tasks[0].limit_train, Some(500));
+        assert_eq!(c.scenario().unwrap(), Scenario::Head("a".into()));
+        assert!(load(MIN, &["tasks.3.limit_train=1"]).is_err());
+    }
+
+    #[test]
+    fn scenario_naming_unknown_task_fails() {
+        let e = format!("{:#}", load(&format!("{MIN}freeze:\n  scenario: head:b\n"), &[]).unwrap_err());
+        assert!(e.contains("unknown task `b`"), "{e}");
+    }
+}
