@@ -55,6 +55,44 @@ pub enum Command {
     ///
     /// Example: harness predict --run results/freeze_heads_a "a gripping, beautifully shot film"
     Predict(PredictArgs),
+    /// Compare finished runs: a table (one row per run group and task, seeds merged as mean ± std),
+    /// comparison.md, and eval-accuracy curves as PNG and SVG.
+    ///
+    /// Example: harness compare results/*
+    Compare(CompareArgs),
+    /// Run several configs (× seeds) one after another, skipping runs already complete, then compare them.
+    ///
+    /// Example: harness sweep configs/*.yaml --seeds 1,2,3
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Run directories (each with metrics.csv and summary.json); other entries such as comparison.md are skipped
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where comparison.md, comparison.png and comparison.svg go (default: the first run's parent)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Experiment configs (YAML)
+    #[arg(required = true)]
+    pub configs: Vec<PathBuf>,
+    /// Comma-separated seeds; each becomes its own run `<name>-seed<N>`
+    #[arg(long, value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Print what would run, run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Override a key in every config (repeatable), e.g. --set train.epochs=1
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Where the comparison goes (default: the first config's output_dir)
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -164,6 +202,8 @@ pub fn main() -> Result<()> {
         Command::Run(a) => run(a),
         Command::Inspect(a) => inspect(a),
         Command::Predict(a) => predict(a),
+        Command::Compare(a) => compare_runs(a),
+        Command::Sweep(a) => sweep(a),
     }
 }
 
@@ -282,6 +322,40 @@ fn predict(a: PredictArgs) -> Result<()> {
                 println!("  {task}: {}  ({})", v["label"].as_str().unwrap_or_default(), probs.join(", "));
             }
         }
+    }
+    Ok(())
+}
+
+fn print_comparison(cmp: &crate::compare::Comparison) {
+    println!("{}", cmp.to_markdown());
+    for w in &cmp.warnings {
+        eprintln!("warning: {w}");
+    }
+    for p in &cmp.outputs {
+        eprintln!("wrote {}", p.display());
+    }
+}
+
+fn compare_runs(a: CompareArgs) -> Result<()> {
+    // a shell glob such as results/* also matches files and unfinished `.partial` folders
+    let runs: Vec<PathBuf> = a
+        .runs
+        .into_iter()
+        .filter(|p| p.is_dir() && !p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    if runs.is_empty() {
+        bail!("no run directories among the arguments");
+    }
+    let out = a.out.unwrap_or_else(|| runs[0].parent().map(PathBuf::from).unwrap_or_default());
+    print_comparison(&crate::compare::compare(&runs, &out)?);
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let runs = crate::sweep::plan(&a.configs, &a.seeds, &a.overrides)?;
+    let out = a.out.unwrap_or_else(|| runs[0].cfg.output_dir.clone());
+    if let Some(cmp) = crate::sweep::sweep(&runs, a.dry_run, &out)? {
+        print_comparison(&cmp);
     }
     Ok(())
 }

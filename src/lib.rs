@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod device;
@@ -13,9 +14,11 @@ pub mod freeze;
 pub mod heads;
 pub mod metrics;
 pub mod model;
+pub mod plot;
 pub mod pooling;
 pub mod report;
 pub mod sentence;
 pub mod sts;
+pub mod sweep;
 pub mod tokenizer;
 pub mod train;

@@ -16,44 +16,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A two-task config over the shared data, small enough to train in seconds.
-fn config_text(out: &Path, freeze: &str, train: &str) -> String {
-    let data = root().join("../shared/data");
-    format!(
-        r#"name: t
-seed: 7
-device: cpu
-output_dir: {out}
-tasks:
-  - name: sentiment
-    train: {data}/sst2/train.tsv
-    eval: {data}/sst2/dev.tsv
-    labels: [negative, positive]
-    limit_train: 48
-    limit_eval: 24
-  - name: topic
-    train: {data}/ag_news/train.tsv
-    eval: {data}/ag_news/test.tsv
-    text_column: description
-    label_offset: 1
-    labels: [World, Sports, Business, Sci/Tech]
-    limit_train: 32
-    limit_eval: 24
-freeze:
-{freeze}
-train:
-{epochs}  batch_size: 16
-  lr_encoder: 1.0e-4
-  lr_heads: 1.0e-2
-  warmup_ratio: 0.0
-{train}
-"#,
-        out = out.display(),
-        data = data.display(),
-        epochs = if train.contains("epochs:") { "" } else { "  epochs: 1\n" },
-    )
-}
-
 fn load(dir: &Path, freeze: &str, train: &str) -> ExperimentConfig {
     let p = dir.join("c.yaml");
     std::fs::write(&p, config_text(dir, freeze, train)).unwrap();
