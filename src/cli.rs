@@ -140,7 +140,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub max_length: Option<usize>,
     /// Sentences per forward pass
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
@@ -247,21 +247,20 @@ fn embed(a: EmbedArgs) -> Result<()> {
 fn eval_sts(a: EvalStsArgs) -> Result<()> {
     let pairs = StsPairs::read(&a.data)?;
     let model = a.model.load()?;
-    let t0 = std::time::Instant::now();
     let score = evaluate(&model, &pairs, a.model.batch_size, true)?;
-    let secs = t0.elapsed().as_secs_f64();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&score)?);
     } else {
         println!(
-            "{}: {} pairs, pooling {}, normalize {}: Spearman {:.2}  Pearson {:.2}  ({:.1} s)",
+            "{}: {} pairs, pooling {}, normalize {}: Spearman {:.2}  Pearson {:.2}  ({} sentences in {:.1} s)",
             a.data.display(),
             score.pairs,
             model.pooling,
             model.normalize,
             score.spearman,
             score.pearson,
-            secs
+            score.sentences,
+            score.encode_s
         );
     }
     Ok(())

@@ -44,6 +44,10 @@ pub struct StsScore {
     /// ×100, as usually reported
     pub spearman: f64,
     pub pearson: f64,
+    /// distinct sentences encoded, and how fast
+    pub sentences: usize,
+    pub encode_s: f64,
+    pub sentences_per_s: f64,
 }
 
 pub fn evaluate(model: &SentenceEncoder, pairs: &StsPairs, batch_size: usize, progress: bool) -> Result<StsScore> {
@@ -56,7 +60,9 @@ pub fn evaluate(model: &SentenceEncoder, pairs: &StsPairs, batch_size: usize, pr
             unique.push(s.clone());
         }
     }
+    let t0 = std::time::Instant::now();
     let emb = l2_normalize(&model.encode(&unique, batch_size, progress)?);
+    let encode_s = t0.elapsed().as_secs_f64();
     let pick = |v: &[String]| tch::Tensor::from_slice(&v.iter().map(|s| index[s.as_str()]).collect::<Vec<_>>());
     let (ea, eb) = (emb.index_select(0, &pick(&pairs.first)), emb.index_select(0, &pick(&pairs.second)));
     let cos: Vec<f64> = (ea * eb).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double).try_into()?;
@@ -64,5 +70,8 @@ pub fn evaluate(model: &SentenceEncoder, pairs: &StsPairs, batch_size: usize, pr
         pairs: pairs.gold.len(),
         spearman: 100.0 * spearman(&cos, &pairs.gold),
         pearson: 100.0 * pearson(&cos, &pairs.gold),
+        sentences: unique.len(),
+        encode_s,
+        sentences_per_s: unique.len() as f64 / encode_s,
     })
 }

@@ -1,0 +1,66 @@
+"""An eager PyTorch multi-task loop, the baseline for harness's training throughput: HF AutoModel,
+mean pooling, one linear head per task, batch 32 drawn from one task at a time, dynamic padding to the
+longest sentence of each (random) batch, AdamW, one epoch.
+
+usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen
+Prints JSON with the training examples/s (tokenisation and evaluation excluded)."""
+import csv
+import json
+import random
+import sys
+import time
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+model_dir, data, limit, threads, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+random.seed(0)
+
+
+def read(path, text, label, offset):
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:limit]
+    return [r[text] for r in rows], [int(r[label]) - offset for r in rows]
+
+
+tasks = {"sentiment": (read(f"{data}/sst2/train.tsv", "sentence", "label", 0), 2),
+         "topic": (read(f"{data}/ag_news/train.tsv", "description", "label", 1), 4)}
+tok = AutoTokenizer.from_pretrained(model_dir)
+encoder = AutoModel.from_pretrained(model_dir)
+heads = torch.nn.ModuleDict({t: torch.nn.Linear(encoder.config.hidden_size, n) for t, (_, n) in tasks.items()})
+frozen = mode == "frozen"
+for p in encoder.parameters():
+    p.requires_grad_(not frozen)
+params = list(heads.parameters()) + ([] if frozen else list(encoder.parameters()))
+opt = torch.optim.AdamW([{"params": list(heads.parameters()), "lr": 1e-2}]
+                        + ([] if frozen else [{"params": list(encoder.parameters()), "lr": 5e-5}]), weight_decay=0.01)
+
+batches = []
+for t, ((texts, labels), _) in tasks.items():
+    order = list(range(len(texts)))
+    random.shuffle(order)
+    for i in range(0, len(order), 32):
+        idx = order[i:i + 32]
+        enc = tok([texts[j] for j in idx], padding=True, truncation=True, max_length=128, return_tensors="pt")
+        batches.append((t, enc, torch.tensor([labels[j] for j in idx])))
+random.shuffle(batches)
+
+encoder.train(not frozen)
+heads.train()
+seen = 0
+t0 = time.perf_counter()
+for t, enc, y in batches:
+    with torch.set_grad_enabled(not frozen):
+        hidden = encoder(**enc).last_hidden_state
+    mask = enc["attention_mask"].unsqueeze(-1).float()
+    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+    loss = torch.nn.functional.cross_entropy(heads[t](pooled), y)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    seen += len(y)
+secs = time.perf_counter() - t0
+print(json.dumps({"mode": mode, "examples": seen, "train_s": secs, "examples_per_s": seen / secs}))
