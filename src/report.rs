@@ -6,6 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::freeze::FreezePlan;
@@ -110,4 +111,15 @@ pub fn groups_table(groups: &[ParamGroup], plan: &FreezePlan) -> String {
     }
     s.push_str(&format!("{:<24} {:>12}\n{:<24} {:>12}\n", "total", total, "trainable", trainable));
     s
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal): `{label} [bar] pos/len [time] {msg}`.
+pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
+            .expect("static template"),
+    );
+    bar.set_prefix(label.to_string());
+    bar
 }

@@ -2,11 +2,12 @@
 //! sentence-transformers model made of Transformer, Pooling and Normalize modules.
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
 use crate::encoder::{Encoder, ModelFolder};
 use crate::pooling::{l2_normalize, pool, Pooling};
+use crate::report::progress_bar;
 use crate::tokenizer::{length_sorted_batches, Batch, TextTokenizer};
 
 /// How to turn token states into a sentence vector; unset fields take the model folder's defaults.
@@ -58,13 +59,7 @@ impl SentenceEncoder {
         let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
         let batches = length_sorted_batches(&lengths, batch_size);
         let bar = if progress && seqs.len() > batch_size {
-            let b = ProgressBar::new(seqs.len() as u64);
-            b.set_style(
-                ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {per_sec}")
-                    .expect("static template"),
-            );
-            b.set_message("encoding");
-            b
+            progress_bar(seqs.len() as u64, "encoding")
         } else {
             ProgressBar::hidden()
         };

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -15,7 +14,7 @@ use crate::config::{Sampling, TrainConfig};
 use crate::freeze::FreezePlan;
 use crate::metrics::{accuracy, macro_f1};
 use crate::model::MultiTaskModel;
-use crate::report::{MetricRow, MetricsWriter};
+use crate::report::{progress_bar, MetricRow, MetricsWriter};
 use crate::tokenizer::length_sorted_batches;
 
 /// One task's tokenised data.
@@ -230,7 +229,9 @@ impl<'a> Trainer<'a> {
 
     /// Loss, accuracy and macro-F1 of every task on its eval file.
     pub fn evaluate(&self, epoch: usize, writer: &mut MetricsWriter) -> Result<()> {
+        let bar = progress_bar(self.tasks.iter().map(|t| t.eval_ids.len() as u64).sum(), "eval");
         for (ti, t) in self.tasks.iter().enumerate() {
+            bar.set_message(t.name.clone());
             let lengths: Vec<usize> = t.eval_ids.iter().map(Vec::len).collect();
             let (mut loss_sum, mut preds) = (0.0, vec![0i64; lengths.len()]);
             tch::no_grad(|| -> Result<()> {
@@ -242,11 +243,13 @@ impl<'a> Trainer<'a> {
                     for (&i, v) in idx.iter().zip(p) {
                         preds[i] = v;
                     }
+                    bar.inc(idx.len() as u64);
                 }
                 Ok(())
             })?;
             writer.write(self.row(epoch, ti, "eval", loss_sum / lengths.len() as f64, &preds, &t.eval_labels))?;
         }
+        bar.finish_and_clear();
         Ok(())
     }
 
@@ -277,22 +280,23 @@ impl<'a> Trainer<'a> {
 
     /// Clips the gradient norm over every trainable tensor together, as torch's clip_grad_norm_ does
     /// over model.parameters().
-    fn clip(&self, params: &[Tensor]) {
+    fn clip(&self, params: &[Tensor]) -> Result<()> {
         if self.cfg.grad_clip <= 0.0 {
-            return;
+            return Ok(());
         }
         let grads: Vec<Tensor> = params.iter().map(Tensor::grad).filter(Tensor::defined).collect();
         if grads.is_empty() {
-            return;
+            return Ok(());
         }
         let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
         let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
         let coef = self.cfg.grad_clip / (total + 1e-6);
         if coef < 1.0 {
             for mut g in grads {
-                let _ = g.f_mul_scalar_(coef);
+                let _ = g.f_mul_scalar_(coef)?;
             }
         }
+        Ok(())
     }
 
     /// Evaluates before training (epoch 0), trains, and evaluates at each epoch end.
@@ -331,12 +335,7 @@ impl<'a> Trainer<'a> {
                 .map(|(l, on)| if *on { bucketed_batches(l, bs, &mut self.rng) } else { Vec::new() })
                 .collect();
             let plan = schedule(per_task, self.cfg.sampling, self.cfg.temperature, &mut self.rng);
-            let bar = ProgressBar::new(plan.len() as u64);
-            bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-                    .expect("static template"),
-            );
-            bar.set_prefix(format!("{epoch}/{}", self.cfg.epochs));
+            let bar = progress_bar(plan.len() as u64, &format!("epoch {epoch}/{}", self.cfg.epochs));
             let mut stats: Vec<EpochStats> = self.tasks.iter().map(|_| EpochStats::default()).collect();
             let epoch_start = Instant::now();
             let mut epoch_examples = 0usize;
@@ -355,7 +354,7 @@ impl<'a> Trainer<'a> {
                     o.opt.zero_grad();
                 }
                 (&loss * self.tasks[task].loss_weight).backward();
-                self.clip(&params);
+                self.clip(&params)?;
                 for o in opts.iter_mut() {
                     o.opt.step();
                 }
