@@ -336,11 +336,13 @@ fn print_comparison(cmp: &crate::compare::Comparison) {
 }
 
 fn compare_runs(a: CompareArgs) -> Result<()> {
-    // a shell glob such as results/* also matches files and unfinished `.partial` folders
+    // a shell glob such as results/* also matches files, unfinished `.partial` folders and folders
+    // that are not runs (results/bench); a folder with either run file is a run, and must have both
     let runs: Vec<PathBuf> = a
         .runs
         .into_iter()
-        .filter(|p| p.is_dir() && !p.to_string_lossy().ends_with(".partial"))
+        .filter(|p| !p.to_string_lossy().ends_with(".partial"))
+        .filter(|p| p.join("summary.json").is_file() || p.join("metrics.csv").is_file())
         .collect();
     if runs.is_empty() {
         bail!("no run directories among the arguments");
