@@ -145,6 +145,10 @@ pub struct ModelArgs {
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Run the transformer in bfloat16: faster on CPUs with AMX/AVX512-BF16 and on GPUs, at the cost of
+    /// exact parity with float32 (pooling and normalisation stay in float32)
+    #[arg(long)]
+    pub bf16: bool,
 }
 
 impl ModelArgs {
@@ -154,7 +158,7 @@ impl ModelArgs {
             (_, true) => Some(false),
             _ => None,
         };
-        let opts = SentenceOptions { pooling: self.pooling, normalize, max_length: self.max_length };
+        let opts = SentenceOptions { pooling: self.pooling, normalize, max_length: self.max_length, bf16: self.bf16 };
         SentenceEncoder::load(&self.model, &opts, parse_device(&self.device)?)
     }
 }

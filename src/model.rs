@@ -33,6 +33,7 @@ impl MultiTaskModel {
             pooling: cfg.encoder.pooling,
             normalize: cfg.encoder.normalize,
             max_length: Some(cfg.encoder.max_length),
+            bf16: false,
         };
         let sentence = SentenceEncoder::load(&cfg.encoder.model, &opts, device)?;
         let heads = cfg

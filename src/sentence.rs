@@ -16,6 +16,8 @@ pub struct SentenceOptions {
     pub pooling: Option<Pooling>,
     pub normalize: Option<bool>,
     pub max_length: Option<usize>,
+    /// run the transformer in bfloat16 (inference only; pooling stays in f32)
+    pub bf16: bool,
 }
 
 pub struct SentenceEncoder {
@@ -34,7 +36,10 @@ impl SentenceEncoder {
         Self::from_parts(folder, encoder, opts, device)
     }
 
-    pub fn from_parts(folder: ModelFolder, encoder: Encoder, opts: &SentenceOptions, device: Device) -> Result<Self> {
+    pub fn from_parts(folder: ModelFolder, mut encoder: Encoder, opts: &SentenceOptions, device: Device) -> Result<Self> {
+        if opts.bf16 {
+            encoder.vs.bfloat16();
+        }
         let pooling = opts.pooling.or(folder.sentence.pooling).unwrap_or(Pooling::Mean);
         let normalize = opts.normalize.unwrap_or(folder.sentence.normalize);
         let max_length = opts.max_length.or(folder.sentence.max_seq_length).unwrap_or(128);
@@ -48,7 +53,7 @@ impl SentenceEncoder {
 
     /// Sentence vectors of one padded batch; `train` turns dropout on and keeps the graph.
     pub fn forward_t(&self, batch: &Batch, train: bool) -> Result<Tensor> {
-        let hidden = self.encoder.forward_t(&batch.ids, &batch.mask, train)?;
+        let hidden = self.encoder.forward_t(&batch.ids, &batch.mask, train)?.to_kind(Kind::Float);
         let pooled = pool(&hidden, &batch.mask, self.pooling);
         Ok(if self.normalize { l2_normalize(&pooled) } else { pooled })
     }

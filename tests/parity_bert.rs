@@ -68,3 +68,17 @@ fn embed_prints_json_in_input_order() {
     assert_eq!(v[1]["text"], "hi");
     assert_eq!(v[1]["embedding"].as_array().unwrap().len(), 384);
 }
+
+#[test]
+fn bf16_stays_close_to_float32() {
+    let texts: Vec<String> = sentences().into_iter().take(64).collect();
+    let f32_model = SentenceEncoder::load("all-MiniLM-L6-v2", &SentenceOptions::default(), Device::Cpu).unwrap();
+    let bf16_opts = SentenceOptions { bf16: true, ..Default::default() };
+    let bf16_model = SentenceEncoder::load("all-MiniLM-L6-v2", &bf16_opts, Device::Cpu).unwrap();
+    let (a, b) = (f32_model.encode(&texts, 32, false).unwrap(), bf16_model.encode(&texts, 32, false).unwrap());
+    assert_eq!(b.kind(), tch::Kind::Float);
+    // both are unit vectors: the smallest row-wise cosine similarity
+    let min_cos = (&a * &b).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double).min().double_value(&[]);
+    assert!(min_cos > 0.99, "min cosine {min_cos}");
+    assert!(max_abs_diff(&a, &b) > 0.0, "bf16 must actually change the arithmetic");
+}

@@ -49,8 +49,14 @@ fn compare_names_a_malformed_file() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let metrics = d.path().join("t/metrics.csv");
     let text = std::fs::read_to_string(&metrics).unwrap();
-    let ok = harness(&["compare", d.path().join("t").to_str().unwrap()]);
-    assert!(ok.status.success() && String::from_utf8_lossy(&ok.stdout).contains("| all | t | topic | 1 |"));
+    // as with `results/*`: the config file and a folder that is no run are passed over
+    std::fs::create_dir(d.path().join("bench")).unwrap();
+    let glob: Vec<String> = std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().path().display().to_string()).collect();
+    let mut args = vec!["compare"];
+    args.extend(glob.iter().map(String::as_str));
+    let ok = harness(&args);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("| all | t | topic | 1 |"));
     std::fs::write(&metrics, text.replacen(",eval,", ",eval,not-a-number-", 1)).unwrap();
     let bad = harness(&["compare", d.path().join("t").to_str().unwrap()]);
     let err = String::from_utf8_lossy(&bad.stderr);
