@@ -89,9 +89,10 @@ pub enum LabelFormat {
     Name,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum HeadConfig {
+    #[default]
     Linear,
     Mlp {
         #[serde(default = "default_hidden")]
@@ -99,12 +100,6 @@ pub enum HeadConfig {
         #[serde(default = "default_dropout")]
         dropout: f64,
     },
-}
-
-impl Default for HeadConfig {
-    fn default() -> Self {
-        HeadConfig::Linear
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
