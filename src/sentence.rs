@@ -71,8 +71,7 @@ impl SentenceEncoder {
         let mut out = Tensor::zeros([seqs.len() as i64, self.dim()], (Kind::Float, Device::Cpu));
         tch::no_grad(|| -> Result<()> {
             for idx in &batches {
-                let refs: Vec<&[i64]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
-                let batch = self.tokenizer.batch(&refs, self.device);
+                let batch = self.tokenizer.batch_of(seqs, idx, self.device);
                 let emb = self.forward_t(&batch, false)?.to_kind(Kind::Float).to_device(Device::Cpu);
                 let index = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
                 let _ = out.index_copy_(0, &index, &emb);

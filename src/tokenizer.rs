@@ -47,6 +47,12 @@ impl TextTokenizer {
             mask: Tensor::from_slice(&mask).view(shape).to_device(device),
         }
     }
+
+    /// The batch of sequences `idx` picked out of `seqs`.
+    pub fn batch_of(&self, seqs: &[Vec<i64>], idx: &[usize], device: Device) -> Batch {
+        let refs: Vec<&[i64]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
+        self.batch(&refs, device)
+    }
 }
 
 pub struct Batch {

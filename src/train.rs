@@ -192,8 +192,7 @@ impl<'a> Trainer<'a> {
             Split::Train => &self.tasks[task].train_ids,
             Split::Eval => &self.tasks[task].eval_ids,
         };
-        let refs: Vec<&[i64]> = idx.iter().map(|&i| seqs[i].as_slice()).collect();
-        let batch = s.tokenizer.batch(&refs, s.device);
+        let batch = s.tokenizer.batch_of(seqs, idx, s.device);
         if train && self.plan.encoder_trains() {
             s.forward_t(&batch, true)
         } else {
