@@ -17,7 +17,11 @@ pub fn save(groups: &[ParamGroup], plan: &FreezePlan, path: &Path) -> Result<()>
     let tensors: Vec<(String, Tensor)> = groups
         .iter()
         .filter(|g| g.name.starts_with("head:") || plan.is_trainable(&g.name))
-        .flat_map(|g| g.vars.iter().map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu))))
+        .flat_map(|g| {
+            g.vars
+                .iter()
+                .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu)))
+        })
         .collect();
     Tensor::write_safetensors(&tensors, path).with_context(|| format!("{}: cannot write", path.display()))
 }
@@ -34,7 +38,12 @@ pub fn load(model: &MultiTaskModel, path: &Path) -> Result<()> {
             for (name, mut var) in g.vars {
                 if let Some(t) = saved.get(&name) {
                     if t.size() != var.size() {
-                        bail!("{}: `{name}` has shape {:?}, the model expects {:?}", path.display(), t.size(), var.size());
+                        bail!(
+                            "{}: `{name}` has shape {:?}, the model expects {:?}",
+                            path.display(),
+                            t.size(),
+                            var.size()
+                        );
                     }
                     var.copy_(t);
                     found += 1;
@@ -44,7 +53,11 @@ pub fn load(model: &MultiTaskModel, path: &Path) -> Result<()> {
         Ok(())
     })?;
     if found != saved.len() {
-        bail!("{}: {} of its tensors do not belong to the model built from config.yaml", path.display(), saved.len() - found);
+        bail!(
+            "{}: {} of its tensors do not belong to the model built from config.yaml",
+            path.display(),
+            saved.len() - found
+        );
     }
     Ok(())
 }

@@ -9,10 +9,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::read_lines;
-use crate::experiment;
-use crate::report;
 use crate::device::parse_device;
+use crate::experiment;
 use crate::pooling::Pooling;
+use crate::report;
 use crate::sentence::{SentenceEncoder, SentenceOptions};
 use crate::sts::{evaluate, StsPairs};
 
@@ -158,7 +158,12 @@ impl ModelArgs {
             (_, true) => Some(false),
             _ => None,
         };
-        let opts = SentenceOptions { pooling: self.pooling, normalize, max_length: self.max_length, bf16: self.bf16 };
+        let opts = SentenceOptions {
+            pooling: self.pooling,
+            normalize,
+            max_length: self.max_length,
+            bf16: self.bf16,
+        };
         SentenceEncoder::load(&self.model, &opts, parse_device(&self.device)?)
     }
 }
@@ -228,7 +233,11 @@ fn embed(a: EmbedArgs) -> Result<()> {
                 text: &'a str,
                 embedding: &'a [f32],
             }
-            let items: Vec<_> = texts.iter().zip(&rows).map(|(text, e)| Item { text, embedding: e }).collect();
+            let items: Vec<_> = texts
+                .iter()
+                .zip(&rows)
+                .map(|(text, e)| Item { text, embedding: e })
+                .collect();
             serde_json::to_writer_pretty(&mut out, &items)?;
             writeln!(out)?;
         }
@@ -273,10 +282,20 @@ fn eval_sts(a: EvalStsArgs) -> Result<()> {
 fn run(a: RunArgs) -> Result<()> {
     let cfg = ExperimentConfig::load(&a.config, &a.overrides)?;
     let s = experiment::run(&cfg)?.summary;
-    println!("{}: {} ({} trainable of {} parameters), {:.1} s, {:.1} train examples/s",
-        experiment::run_dir(&cfg).display(), s.scenario, s.params_trainable, s.params_total, s.wall_s, s.train_examples_per_s);
+    println!(
+        "{}: {} ({} trainable of {} parameters), {:.1} s, {:.1} train examples/s",
+        experiment::run_dir(&cfg).display(),
+        s.scenario,
+        s.params_trainable,
+        s.params_total,
+        s.wall_s,
+        s.train_examples_per_s
+    );
     for (task, m) in &s.final_metrics {
-        println!("  {task}: accuracy {:.4}  macro-F1 {:.4}  loss {:.4}", m.accuracy, m.macro_f1, m.loss);
+        println!(
+            "  {task}: accuracy {:.4}  macro-F1 {:.4}  loss {:.4}",
+            m.accuracy, m.macro_f1, m.loss
+        );
     }
     Ok(())
 }
@@ -300,18 +319,34 @@ fn predict(a: PredictArgs) -> Result<()> {
     }
     let (model, _) = experiment::build(&cfg)?;
     checkpoint::load(&model, &ckpt)?;
-    let feats = model.sentence.encode(&a.sentences, 64, false)?.to_device(model.sentence.device);
+    let feats = model
+        .sentence
+        .encode(&a.sentences, 64, false)?
+        .to_device(model.sentence.device);
     let mut out = Vec::new();
     for (i, text) in a.sentences.iter().enumerate() {
         let x = feats.get(i as i64).unsqueeze(0);
         let mut tasks = serde_json::Map::new();
         for (h, t) in model.heads.iter().zip(&cfg.tasks) {
-            let probs: Vec<f64> = tch::no_grad(|| h.forward_t(&x, false).softmax(-1, tch::Kind::Double)).view([-1]).try_into()?;
+            let probs: Vec<f64> = tch::no_grad(|| h.forward_t(&x, false).softmax(-1, tch::Kind::Double))
+                .view([-1])
+                .try_into()?;
             let names = t.label_names();
-            let best = probs.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i).unwrap_or(0);
-            let dist: serde_json::Map<String, serde_json::Value> =
-                names.iter().zip(&probs).map(|(n, p)| (n.clone(), serde_json::json!((p * 1e4).round() / 1e4))).collect();
-            tasks.insert(t.name.clone(), serde_json::json!({ "label": names[best], "probabilities": dist }));
+            let best = probs
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
+            let dist: serde_json::Map<String, serde_json::Value> = names
+                .iter()
+                .zip(&probs)
+                .map(|(n, p)| (n.clone(), serde_json::json!((p * 1e4).round() / 1e4)))
+                .collect();
+            tasks.insert(
+                t.name.clone(),
+                serde_json::json!({ "label": names[best], "probabilities": dist }),
+            );
         }
         out.push(serde_json::json!({ "text": text, "tasks": tasks }));
     }
@@ -321,8 +356,17 @@ fn predict(a: PredictArgs) -> Result<()> {
         for item in &out {
             println!("{}", item["text"].as_str().unwrap_or_default());
             for (task, v) in item["tasks"].as_object().into_iter().flatten() {
-                let probs: Vec<String> = v["probabilities"].as_object().into_iter().flatten().map(|(n, p)| format!("{n} {p}")).collect();
-                println!("  {task}: {}  ({})", v["label"].as_str().unwrap_or_default(), probs.join(", "));
+                let probs: Vec<String> = v["probabilities"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(n, p)| format!("{n} {p}"))
+                    .collect();
+                println!(
+                    "  {task}: {}  ({})",
+                    v["label"].as_str().unwrap_or_default(),
+                    probs.join(", ")
+                );
             }
         }
     }
@@ -351,7 +395,9 @@ fn compare_runs(a: CompareArgs) -> Result<()> {
     if runs.is_empty() {
         bail!("no run directories among the arguments");
     }
-    let out = a.out.unwrap_or_else(|| runs[0].parent().map(PathBuf::from).unwrap_or_default());
+    let out = a
+        .out
+        .unwrap_or_else(|| runs[0].parent().map(PathBuf::from).unwrap_or_default());
     print_comparison(&crate::compare::compare(&runs, &out)?);
     Ok(())
 }

@@ -98,11 +98,7 @@ impl RunData {
 
     /// Final eval metrics: `summary.json` if it has them, else the last eval row.
     fn final_for(&self, task: &str) -> (Option<f64>, Option<f64>) {
-        let from_summary = self
-            .summary
-            .final_metrics
-            .get(task)
-            .map(|f| (f.accuracy, f.macro_f1));
+        let from_summary = self.summary.final_metrics.get(task).map(|f| (f.accuracy, f.macro_f1));
         match from_summary {
             Some((Some(a), f1)) => (Some(a), f1),
             _ => self
@@ -138,10 +134,9 @@ impl RunData {
 
 pub fn load_run(dir: &Path) -> Result<RunData> {
     let summary_path = dir.join("summary.json");
-    let text = fs::read_to_string(&summary_path)
-        .with_context(|| format!("cannot read {}", summary_path.display()))?;
-    let summary: Summary = serde_json::from_str(&text)
-        .with_context(|| format!("{}: invalid summary", summary_path.display()))?;
+    let text = fs::read_to_string(&summary_path).with_context(|| format!("cannot read {}", summary_path.display()))?;
+    let summary: Summary =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid summary", summary_path.display()))?;
     let metrics = load_metrics(&dir.join("metrics.csv"))?;
     Ok(RunData {
         dir: dir.to_path_buf(),
@@ -168,8 +163,7 @@ fn load_metrics(path: &Path) -> Result<Vec<MetricRow>> {
     for record in rdr.records() {
         let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
         let line = record.position().map_or(0, |p| p.line());
-        let row = parse_row(&record)
-            .map_err(|e| anyhow::anyhow!("{} line {line}: {e}", path.display()))?;
+        let row = parse_row(&record).map_err(|e| anyhow::anyhow!("{} line {line}: {e}", path.display()))?;
         rows.push(row);
     }
     Ok(rows)
@@ -178,8 +172,7 @@ fn load_metrics(path: &Path) -> Result<Vec<MetricRow>> {
 fn parse_row(r: &csv::StringRecord) -> Result<MetricRow, String> {
     let cell = |i: usize| r.get(i).unwrap_or("").trim();
     fn num<T: std::str::FromStr>(s: &str, col: &str, kind: &str) -> Result<T, String> {
-        s.parse()
-            .map_err(|_| format!("column `{col}`: invalid {kind} `{s}`"))
+        s.parse().map_err(|_| format!("column `{col}`: invalid {kind} `{s}`"))
     }
     let int = |i: usize| num::<u64>(cell(i), METRICS_HEADER[i], "integer");
     let float = |i: usize| num::<f64>(cell(i), METRICS_HEADER[i], "float");
@@ -194,9 +187,7 @@ fn parse_row(r: &csv::StringRecord) -> Result<MetricRow, String> {
         "eval" => Split::Eval,
         "train" => Split::Train,
         s => {
-            return Err(format!(
-                "column `split`: expected `eval` or `train`, got `{s}`"
-            ));
+            return Err(format!("column `split`: expected `eval` or `train`, got `{s}`"));
         }
     };
     Ok(MetricRow {
@@ -244,8 +235,7 @@ impl Stat {
             return None;
         }
         let mean = v.iter().sum::<f64>() / n as f64;
-        let std = (n > 1)
-            .then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+        let std = (n > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
         Some(Stat { mean, std, n })
     }
 
@@ -298,10 +288,7 @@ fn group_runs(runs: &[RunData]) -> Result<Vec<Group<'_>>> {
     let mut groups: Vec<Group> = Vec::new();
     for run in runs {
         let (scenario, name) = (&run.summary.scenario, group_name(&run.summary.run));
-        match groups
-            .iter_mut()
-            .find(|g| &g.scenario == scenario && g.name == name)
-        {
+        match groups.iter_mut().find(|g| &g.scenario == scenario && g.name == name) {
             Some(g) => {
                 if let Some(dup) = g.runs.iter().find(|r| r.summary.run == run.summary.run) {
                     bail!(
@@ -351,8 +338,7 @@ impl Group<'_> {
             macro_f1: self.stat(|r| r.final_for(task).1),
             best_epoch: self.stat(|r| r.best_epoch(task).map(f64::from)),
             wall_s: self.stat(|r| Some(r.summary.wall_s)),
-            train_examples_per_s: self
-                .stat(|r| Some(r.summary.train_examples_per_s).filter(|&x| x > 0.0)),
+            train_examples_per_s: self.stat(|r| Some(r.summary.train_examples_per_s).filter(|&x| x > 0.0)),
         }
     }
 
@@ -395,10 +381,7 @@ pub fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
     if dirs.is_empty() {
         bail!("no run directories given");
     }
-    let runs = dirs
-        .iter()
-        .map(|d| load_run(d))
-        .collect::<Result<Vec<_>>>()?;
+    let runs = dirs.iter().map(|d| load_run(d)).collect::<Result<Vec<_>>>()?;
     let groups = group_runs(&runs)?;
 
     let rows: Vec<TableRow> = groups
@@ -444,8 +427,7 @@ pub fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
     };
     fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let md_path = out_dir.join("comparison.md");
-    fs::write(&md_path, cmp.report())
-        .with_context(|| format!("cannot write {}", md_path.display()))?;
+    fs::write(&md_path, cmp.report()).with_context(|| format!("cannot write {}", md_path.display()))?;
     cmp.outputs.push(md_path);
     for ext in ["png", "svg"] {
         let path = out_dir.join(format!("comparison.{ext}"));
@@ -498,11 +480,7 @@ impl Comparison {
             } else {
                 format!("{} (incomplete)", esc(&r.group))
             };
-            let best_decimals = if r.best_epoch.is_some_and(|s| s.n > 1) {
-                1
-            } else {
-                0
-            };
+            let best_decimals = if r.best_epoch.is_some_and(|s| s.n > 1) { 1 } else { 0 };
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -556,8 +534,7 @@ impl Comparison {
 mod tests {
     use super::*;
 
-    const HEADER: &str =
-        "run,scenario,epoch,step,task,split,loss,accuracy,macro_f1,examples_seen,elapsed_s";
+    const HEADER: &str = "run,scenario,epoch,step,task,split,loss,accuracy,macro_f1,examples_seen,elapsed_s";
 
     /// `accs[task][epoch]` become eval rows; one train row per trained epoch.
     fn write_run(
@@ -615,10 +592,7 @@ mod tests {
                 "frozen-seed1",
                 "frozen",
                 1,
-                &[
-                    ("sst2", &[0.5, 0.7, 0.8, 0.75]),
-                    ("nli", &[0.3, 0.4, 0.5, 0.6]),
-                ],
+                &[("sst2", &[0.5, 0.7, 0.8, 0.75]), ("nli", &[0.3, 0.4, 0.5, 0.6])],
                 10.0,
                 100.0,
             ),
@@ -627,22 +601,11 @@ mod tests {
                 "frozen-seed2",
                 "frozen",
                 2,
-                &[
-                    ("sst2", &[0.5, 0.9, 0.85, 0.8]),
-                    ("nli", &[0.3, 0.4, 0.45, 0.5]),
-                ],
+                &[("sst2", &[0.5, 0.9, 0.85, 0.8]), ("nli", &[0.3, 0.4, 0.45, 0.5])],
                 12.0,
                 120.0,
             ),
-            write_run(
-                root,
-                "baseline",
-                "zero-shot",
-                7,
-                &[("sst2", &[0.6])],
-                1.0,
-                0.0,
-            ),
+            write_run(root, "baseline", "zero-shot", 7, &[("sst2", &[0.6])], 1.0, 0.0),
         ]
     }
 
@@ -692,16 +655,10 @@ mod tests {
             .iter()
             .find(|r| r.group == "frozen" && r.task == "nli")
             .unwrap();
-        assert!(
-            close(nli.best_epoch.unwrap().mean, 3.0)
-                && close(nli.best_epoch.unwrap().std.unwrap(), 0.0)
-        );
+        assert!(close(nli.best_epoch.unwrap().mean, 3.0) && close(nli.best_epoch.unwrap().std.unwrap(), 0.0));
 
         let base = cmp.rows.iter().find(|r| r.scenario == "zero-shot").unwrap();
-        assert_eq!(
-            (base.accuracy.unwrap().std, base.best_epoch.unwrap().mean),
-            (None, 0.0)
-        );
+        assert_eq!((base.accuracy.unwrap().std, base.best_epoch.unwrap().mean), (None, 0.0));
         assert!(base.train_examples_per_s.is_none());
 
         let md = cmp.to_markdown();
@@ -710,9 +667,7 @@ mod tests {
             "{md}"
         );
         assert!(
-            md.contains(
-                "| zero-shot | baseline | sst2 | 1 | 250 | 0.6000 | 0.5000 | 0 | 1.0 | – |"
-            ),
+            md.contains("| zero-shot | baseline | sst2 | 1 | 250 | 0.6000 | 0.5000 | 0 | 1.0 | – |"),
             "{md}"
         );
         let report = fs::read_to_string(tmp.path().join("out/comparison.md")).unwrap();
@@ -742,11 +697,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = fixture(tmp.path()).remove(0);
         let path = dir.join("metrics.csv");
-        let mut lines: Vec<String> = fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .map(String::from)
-            .collect();
+        let mut lines: Vec<String> = fs::read_to_string(&path).unwrap().lines().map(String::from).collect();
         let mut fields: Vec<&str> = lines[4].split(',').collect();
         fields[7] = "abc";
         lines[4] = fields.join(",");
@@ -773,10 +724,7 @@ mod tests {
         let dir = fixture(tmp.path()).remove(0);
         fs::remove_file(dir.join("summary.json")).unwrap();
         let err = format!("{:#}", load_run(&dir).unwrap_err());
-        assert!(
-            err.contains(&dir.join("summary.json").display().to_string()),
-            "{err}"
-        );
+        assert!(err.contains(&dir.join("summary.json").display().to_string()), "{err}");
     }
 
     #[test]
@@ -797,8 +745,7 @@ mod tests {
     fn duplicate_run_is_rejected() {
         let tmp = tempfile::tempdir().unwrap();
         let dirs = fixture(tmp.path());
-        let err =
-            compare(&[dirs[0].clone(), dirs[0].clone()], &tmp.path().join("out")).unwrap_err();
+        let err = compare(&[dirs[0].clone(), dirs[0].clone()], &tmp.path().join("out")).unwrap_err();
         assert!(err.to_string().contains("given twice"), "{err}");
     }
 }

@@ -47,7 +47,12 @@ pub struct EncoderConfig {
 
 impl Default for EncoderConfig {
     fn default() -> Self {
-        EncoderConfig { model: default_model(), pooling: None, normalize: None, max_length: default_max_length() }
+        EncoderConfig {
+            model: default_model(),
+            pooling: None,
+            normalize: None,
+            max_length: default_max_length(),
+        }
     }
 }
 
@@ -117,7 +122,11 @@ pub struct FreezeConfig {
 
 impl Default for FreezeConfig {
     fn default() -> Self {
-        FreezeConfig { scenario: default_scenario(), unfreeze_top_layers: None, frozen_task_loss: FrozenTaskLoss::Backprop }
+        FreezeConfig {
+            scenario: default_scenario(),
+            unfreeze_top_layers: None,
+            frozen_task_loss: FrozenTaskLoss::Backprop,
+        }
     }
 }
 
@@ -258,16 +267,25 @@ impl TaskConfig {
     pub fn label_map(&self) -> Result<LabelMap> {
         Ok(match self.label_format {
             LabelFormat::Name => LabelMap::Names(
-                self.labels.clone().with_context(|| format!("task `{}`: label_format name needs `labels`", self.name))?,
+                self.labels
+                    .clone()
+                    .with_context(|| format!("task `{}`: label_format name needs `labels`", self.name))?,
             ),
-            LabelFormat::Integer => LabelMap::Integer { offset: self.label_offset, num_labels: self.num_labels()? },
+            LabelFormat::Integer => LabelMap::Integer {
+                offset: self.label_offset,
+                num_labels: self.num_labels()?,
+            },
         })
     }
 
     pub fn num_labels(&self) -> Result<usize> {
         match (&self.labels, self.num_labels) {
             (Some(l), Some(n)) if l.len() != n => {
-                bail!("task `{}`: `labels` has {} names but num_labels is {n}", self.name, l.len())
+                bail!(
+                    "task `{}`: `labels` has {} names but num_labels is {n}",
+                    self.name,
+                    l.len()
+                )
             }
             (Some(l), _) => Ok(l.len()),
             (None, Some(n)) => Ok(n),
@@ -279,7 +297,9 @@ impl TaskConfig {
     pub fn label_names(&self) -> Vec<String> {
         match &self.labels {
             Some(l) => l.clone(),
-            None => (0..self.num_labels.unwrap_or(0)).map(|i| (i as i64 + self.label_offset).to_string()).collect(),
+            None => (0..self.num_labels.unwrap_or(0))
+                .map(|i| (i as i64 + self.label_offset).to_string())
+                .collect(),
         }
     }
 }
@@ -312,7 +332,10 @@ impl ExperimentConfig {
                 Some(task) if self.tasks.iter().any(|t| t.name == task) => Scenario::Head(task.to_string()),
                 Some(task) => {
                     let names: Vec<_> = self.tasks.iter().map(|t| t.name.as_str()).collect();
-                    bail!("freeze.scenario `{s}` names unknown task `{task}` (tasks: {})", names.join(", "))
+                    bail!(
+                        "freeze.scenario `{s}` names unknown task `{task}` (tasks: {})",
+                        names.join(", ")
+                    )
                 }
                 None => bail!("freeze.scenario `{s}` is not one of none, all, backbone, head:<task>"),
             },
@@ -365,7 +388,9 @@ impl ExperimentConfig {
 
 /// `a.b.0.c=value`: the value is parsed as YAML, so numbers, booleans and lists keep their type.
 fn apply_override(root: &mut serde_yaml::Value, spec: &str) -> Result<()> {
-    let (key, raw) = spec.split_once('=').with_context(|| format!("--set `{spec}`: expected key.path=value"))?;
+    let (key, raw) = spec
+        .split_once('=')
+        .with_context(|| format!("--set `{spec}`: expected key.path=value"))?;
     let value: serde_yaml::Value =
         serde_yaml::from_str(raw).with_context(|| format!("--set `{spec}`: value is not valid YAML"))?;
     let mut node = root;
@@ -378,19 +403,30 @@ fn apply_override(root: &mut serde_yaml::Value, spec: &str) -> Result<()> {
                     .parse()
                     .with_context(|| format!("--set `{spec}`: `{part}` should be a list index"))?;
                 let len = seq.len();
-                seq.get_mut(idx).with_context(|| format!("--set `{spec}`: index {idx} out of range (list has {len})"))?
+                seq.get_mut(idx)
+                    .with_context(|| format!("--set `{spec}`: index {idx} out of range (list has {len})"))?
             }
             serde_yaml::Value::Mapping(map) => {
                 let k = serde_yaml::Value::String(part.to_string());
                 if !map.contains_key(&k) {
-                    map.insert(k.clone(), if last { serde_yaml::Value::Null } else { serde_yaml::Mapping::new().into() });
+                    map.insert(
+                        k.clone(),
+                        if last {
+                            serde_yaml::Value::Null
+                        } else {
+                            serde_yaml::Mapping::new().into()
+                        },
+                    );
                 }
                 map.get_mut(&k).expect("inserted above")
             }
             serde_yaml::Value::Null => {
                 *node = serde_yaml::Mapping::new().into();
-                let serde_yaml::Value::Mapping(map) = node else { unreachable!() };
-                map.entry(serde_yaml::Value::String(part.to_string())).or_insert(serde_yaml::Value::Null)
+                let serde_yaml::Value::Mapping(map) = node else {
+                    unreachable!()
+                };
+                map.entry(serde_yaml::Value::String(part.to_string()))
+                    .or_insert(serde_yaml::Value::Null)
             }
             _ => bail!("--set `{spec}`: `{part}` is inside a value that is not a mapping or list"),
         };
@@ -405,7 +441,14 @@ fn explain(path: &Path, e: serde_yaml::Error) -> anyhow::Error {
     let mut out = format!("{}: {msg}", path.display());
     if let Some(rest) = msg.split("unknown field `").nth(1) {
         let unknown = rest.split('`').next().unwrap_or("");
-        let expected: Vec<&str> = rest.split("expected ").nth(1).unwrap_or("").split('`').skip(1).step_by(2).collect();
+        let expected: Vec<&str> = rest
+            .split("expected ")
+            .nth(1)
+            .unwrap_or("")
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .collect();
         if let Some(best) = expected
             .iter()
             .map(|k| (strsim::jaro_winkler(unknown, k), k))
@@ -442,13 +485,20 @@ mod tests {
     #[test]
     fn unknown_key_suggests_the_nearest() {
         let e = format!("{:#}", load(&format!("{MIN}train:\n  epoch: 2\n"), &[]).unwrap_err());
-        assert!(e.contains("unknown field `epoch`") && e.contains("did you mean `epochs`?"), "{e}");
+        assert!(
+            e.contains("unknown field `epoch`") && e.contains("did you mean `epochs`?"),
+            "{e}"
+        );
         assert!(e.contains("line 8"), "{e}");
     }
 
     #[test]
     fn overrides_reach_nested_keys_and_lists() {
-        let c = load(MIN, &["train.epochs=1", "tasks.0.limit_train=500", "freeze.scenario=head:a"]).unwrap();
+        let c = load(
+            MIN,
+            &["train.epochs=1", "tasks.0.limit_train=500", "freeze.scenario=head:a"],
+        )
+        .unwrap();
         assert_eq!(c.train.epochs, 1);
         assert_eq!(c.tasks[0].limit_train, Some(500));
         assert_eq!(c.scenario().unwrap(), Scenario::Head("a".into()));
@@ -457,7 +507,10 @@ mod tests {
 
     #[test]
     fn scenario_naming_unknown_task_fails() {
-        let e = format!("{:#}", load(&format!("{MIN}freeze:\n  scenario: head:b\n"), &[]).unwrap_err());
+        let e = format!(
+            "{:#}",
+            load(&format!("{MIN}freeze:\n  scenario: head:b\n"), &[]).unwrap_err()
+        );
         assert!(e.contains("unknown task `b`"), "{e}");
     }
 }

@@ -54,12 +54,20 @@ impl Table {
             }
             rows.push((line, rec.iter().map(str::to_string).collect()));
         }
-        Ok(Table { path: path.to_path_buf(), headers, rows })
+        Ok(Table {
+            path: path.to_path_buf(),
+            headers,
+            rows,
+        })
     }
 
     pub fn column(&self, name: &str) -> Result<usize> {
         self.headers.iter().position(|h| h == name).with_context(|| {
-            format!("{}: no column `{name}` (columns: {})", self.path.display(), self.headers.join(", "))
+            format!(
+                "{}: no column `{name}` (columns: {})",
+                self.path.display(),
+                self.headers.join(", ")
+            )
         })
     }
 }
@@ -67,7 +75,11 @@ impl Table {
 /// One sentence per non-empty line.
 pub fn read_lines(path: &Path) -> Result<Vec<String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let lines: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_string)
+        .collect();
     if lines.is_empty() {
         bail!("{}: empty input (expected one sentence per line)", path.display());
     }
@@ -94,7 +106,10 @@ impl LabelMap {
     fn class_of(&self, cell: &str, index: &HashMap<&str, usize>) -> std::result::Result<usize, String> {
         match self {
             LabelMap::Integer { offset, num_labels } => {
-                let v: i64 = cell.trim().parse().map_err(|_| format!("label `{cell}` is not an integer"))?;
+                let v: i64 = cell
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("label `{cell}` is not an integer"))?;
                 let c = v - offset;
                 if c < 0 || c >= *num_labels as i64 {
                     return Err(format!(
@@ -128,7 +143,10 @@ impl LabelledData {
             LabelMap::Names(n) => n.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect(),
             _ => HashMap::new(),
         };
-        let mut out = LabelledData { texts: Vec::new(), labels: Vec::new() };
+        let mut out = LabelledData {
+            texts: Vec::new(),
+            labels: Vec::new(),
+        };
         for (line, row) in table.rows.iter().take(limit.unwrap_or(usize::MAX)) {
             let class = labels
                 .class_of(&row[li], &index)
@@ -168,7 +186,10 @@ mod tests {
     fn reads_tsv_with_quotes_and_offsets() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "t.tsv", "label\ttext\n1\tsays \"hi\n4\tbye\n");
-        let lm = LabelMap::Integer { offset: 1, num_labels: 4 };
+        let lm = LabelMap::Integer {
+            offset: 1,
+            num_labels: 4,
+        };
         let data = LabelledData::read(&p, "text", "label", &lm, None).unwrap();
         assert_eq!(data.texts, vec!["says \"hi", "bye"]);
         assert_eq!(data.labels, vec![0, 3]);
@@ -178,7 +199,10 @@ mod tests {
     fn errors_name_file_and_line() {
         let d = tempfile::tempdir().unwrap();
         let p = write(d.path(), "t.tsv", "label\ttext\n1\tok\n9\tbad\n");
-        let lm = LabelMap::Integer { offset: 1, num_labels: 4 };
+        let lm = LabelMap::Integer {
+            offset: 1,
+            num_labels: 4,
+        };
         let e = format!("{:#}", LabelledData::read(&p, "text", "label", &lm, None).unwrap_err());
         assert!(e.contains("t.tsv:3") && e.contains("out of range"), "{e}");
         let p = write(d.path(), "m.tsv", "label\ttext\n1\tok\textra\n");

@@ -144,7 +144,10 @@ fn sentence_defaults(dir: &Path) -> Result<SentenceDefaults> {
     out.normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
     let sbert = dir.join("sentence_bert_config.json");
     if sbert.is_file() {
-        out.max_seq_length = read_json(&sbert)?.get("max_seq_length").and_then(|v| v.as_u64()).map(|v| v as usize);
+        out.max_seq_length = read_json(&sbert)?
+            .get("max_seq_length")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize);
     }
     Ok(out)
 }
@@ -164,11 +167,17 @@ impl ModelFolder {
                 "{}: model_type `{other}` is not supported (expected `bert` or `distilbert`)",
                 config_path.display()
             ),
-            None => bail!("{}: no `model_type` field (expected `bert` or `distilbert`)", config_path.display()),
+            None => bail!(
+                "{}: no `model_type` field (expected `bert` or `distilbert`)",
+                config_path.display()
+            ),
         };
         let vocab = dir.join("vocab.txt");
         if !vocab.is_file() {
-            bail!("{}: missing (the WordPiece vocabulary is needed to tokenise)", vocab.display());
+            bail!(
+                "{}: missing (the WordPiece vocabulary is needed to tokenise)",
+                vocab.display()
+            );
         }
         let weights = ["model.safetensors", "rust_model.ot"]
             .iter()
@@ -182,7 +191,11 @@ impl ModelFolder {
                 )
             })?;
         let tok_cfg_path = dir.join("tokenizer_config.json");
-        let tok_cfg = if tok_cfg_path.is_file() { Some(read_json(&tok_cfg_path)?) } else { None };
+        let tok_cfg = if tok_cfg_path.is_file() {
+            Some(read_json(&tok_cfg_path)?)
+        } else {
+            None
+        };
         // Hugging Face's default for BERT vocabularies is lower-casing; an explicit config wins.
         let lower_case = tok_cfg
             .as_ref()
@@ -196,7 +209,16 @@ impl ModelFolder {
             .and_then(|v| v.as_bool())
             .unwrap_or(lower_case);
         let sentence = sentence_defaults(&dir)?;
-        Ok(ModelFolder { dir, arch, config_path, weights, vocab, lower_case, strip_accents, sentence })
+        Ok(ModelFolder {
+            dir,
+            arch,
+            config_path,
+            weights,
+            vocab,
+            lower_case,
+            strip_accents,
+            sentence,
+        })
     }
 }
 
@@ -232,7 +254,11 @@ impl Encoder {
         let (backbone, hidden_size, num_layers) = match folder.arch {
             Architecture::Bert => {
                 let cfg: BertConfig = serde_json::from_str(&cfg_text).map_err(cfg_err)?;
-                (Backbone::Bert(BertModel::new(vs.root(), &cfg)), cfg.hidden_size, cfg.num_hidden_layers)
+                (
+                    Backbone::Bert(BertModel::new(vs.root(), &cfg)),
+                    cfg.hidden_size,
+                    cfg.num_hidden_layers,
+                )
             }
             Architecture::DistilBert => {
                 // transformers no longer writes rust-bert's `tie_weights_` etc.: fill what is absent from defaults
@@ -242,16 +268,29 @@ impl Encoder {
                     m.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
                 let cfg: DistilBertConfig = serde_json::from_value(merged).map_err(cfg_err)?;
-                (Backbone::DistilBert(DistilBertModel::new(vs.root(), &cfg)), cfg.dim, cfg.n_layers)
+                (
+                    Backbone::DistilBert(DistilBertModel::new(vs.root(), &cfg)),
+                    cfg.dim,
+                    cfg.n_layers,
+                )
             }
         };
-        Ok(Encoder { vs, backbone, arch: folder.arch, hidden_size, num_layers })
+        Ok(Encoder {
+            vs,
+            backbone,
+            arch: folder.arch,
+            hidden_size,
+            num_layers,
+        })
     }
 
     /// Last hidden states, [batch, seq, hidden].
     pub fn forward_t(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         Ok(match &self.backbone {
-            Backbone::Bert(m) => m.forward_t(Some(ids), Some(mask), None, None, None, None, None, train)?.hidden_state,
+            Backbone::Bert(m) => {
+                m.forward_t(Some(ids), Some(mask), None, None, None, None, None, train)?
+                    .hidden_state
+            }
             Backbone::DistilBert(m) => m.forward_t(Some(ids), Some(mask), None, train)?.hidden_state,
         })
     }
@@ -278,7 +317,9 @@ fn canonical_name(name: &str, arch: Architecture) -> Option<String> {
         return None;
     }
     // TF-era checkpoints call LayerNorm's parameters gamma/beta.
-    let name = name.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias");
+    let name = name
+        .replace("LayerNorm.gamma", "LayerNorm.weight")
+        .replace("LayerNorm.beta", "LayerNorm.bias");
     Some(match arch {
         Architecture::Bert => name.strip_prefix("bert.").unwrap_or(&name).to_string(),
         Architecture::DistilBert => {
@@ -321,7 +362,12 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path, arch: Architecture) -> R
         }
     }
     if !skipped.is_empty() {
-        eprintln!("note: {}: skipped {} tensors outside the encoder ({}, ...)", path.display(), skipped.len(), skipped[0]);
+        eprintln!(
+            "note: {}: skipped {} tensors outside the encoder ({}, ...)",
+            path.display(),
+            skipped.len(),
+            skipped[0]
+        );
     }
     let vars: HashMap<String, Tensor> = vs.variables();
     let mut missing = Vec::new();
@@ -373,18 +419,28 @@ mod tests {
 
     #[test]
     fn groups_follow_layer_index() {
-        assert_eq!(Encoder::group_of("encoder.layer.3.attention.self.query.weight"), "layer.3");
-        assert_eq!(Encoder::group_of("distilbert.transformer.layer.5.ffn.lin1.bias"), "layer.5");
+        assert_eq!(
+            Encoder::group_of("encoder.layer.3.attention.self.query.weight"),
+            "layer.3"
+        );
+        assert_eq!(
+            Encoder::group_of("distilbert.transformer.layer.5.ffn.lin1.bias"),
+            "layer.5"
+        );
         assert_eq!(Encoder::group_of("embeddings.word_embeddings.weight"), "embeddings");
         assert_eq!(Encoder::group_of("pooler.dense.weight"), "pooler");
     }
 
     #[test]
     fn checkpoint_names_are_normalised() {
-        assert_eq!(canonical_name("bert.encoder.layer.0.output.LayerNorm.gamma", Architecture::Bert).unwrap(),
-            "encoder.layer.0.output.LayerNorm.weight");
-        assert_eq!(canonical_name("embeddings.word_embeddings.weight", Architecture::DistilBert).unwrap(),
-            "distilbert.embeddings.word_embeddings.weight");
+        assert_eq!(
+            canonical_name("bert.encoder.layer.0.output.LayerNorm.gamma", Architecture::Bert).unwrap(),
+            "encoder.layer.0.output.LayerNorm.weight"
+        );
+        assert_eq!(
+            canonical_name("embeddings.word_embeddings.weight", Architecture::DistilBert).unwrap(),
+            "distilbert.embeddings.word_embeddings.weight"
+        );
         assert!(canonical_name("embeddings.position_ids", Architecture::Bert).is_none());
     }
 }

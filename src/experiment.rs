@@ -61,7 +61,12 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
     let (model, plan) = build(cfg)?;
     let groups = model.groups();
     let scenario = cfg.scenario_label();
-    eprintln!("run {} ({scenario}) on {}\n{}", cfg.name, describe(model.sentence.device), groups_table(&groups, &plan));
+    eprintln!(
+        "run {} ({scenario}) on {}\n{}",
+        cfg.name,
+        describe(model.sentence.device),
+        groups_table(&groups, &plan)
+    );
 
     let tok = &model.sentence.tokenizer;
     let tasks: Vec<TaskData> = cfg
@@ -84,7 +89,10 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
     let final_dir = run_dir(cfg);
     let work = cfg.output_dir.join(format!("{}.partial", cfg.name));
     if work.exists() {
-        eprintln!("note: {} is left from an interrupted run; starting it again", work.display());
+        eprintln!(
+            "note: {} is left from an interrupted run; starting it again",
+            work.display()
+        );
         std::fs::remove_dir_all(&work).with_context(|| format!("{}: cannot remove", work.display()))?;
     }
     std::fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
@@ -97,14 +105,25 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
         trainer.cache_features()?;
     }
     trainer.fit(&mut writer)?;
-    let (steps, examples_seen, train_s, features_cached) =
-        (trainer.step, trainer.examples_seen, trainer.train_s, trainer.features_cached());
+    let (steps, examples_seen, train_s, features_cached) = (
+        trainer.step,
+        trainer.examples_seen,
+        trainer.train_s,
+        trainer.features_cached(),
+    );
     drop(trainer);
 
     let changed = frozen.changed(&groups);
     let mut final_metrics = BTreeMap::new();
     for r in writer.rows.iter().filter(|r| r.split == "eval") {
-        final_metrics.insert(r.task.clone(), FinalMetrics { accuracy: r.accuracy, macro_f1: r.macro_f1, loss: r.loss });
+        final_metrics.insert(
+            r.task.clone(),
+            FinalMetrics {
+                accuracy: r.accuracy,
+                macro_f1: r.macro_f1,
+                loss: r.loss,
+            },
+        );
     }
     let infos = group_infos(&groups, &plan);
     let summary = Summary {
@@ -127,7 +146,11 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
         features_cached,
         wall_s: wall.elapsed().as_secs_f64(),
         train_s,
-        train_examples_per_s: if train_s > 0.0 { examples_seen as f64 / train_s } else { 0.0 },
+        train_examples_per_s: if train_s > 0.0 {
+            examples_seen as f64 / train_s
+        } else {
+            0.0
+        },
         complete: changed.is_empty(),
     };
     checkpoint::save(&groups, &plan, &work.join(checkpoint::FILE))?;
@@ -141,7 +164,12 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
         );
     }
     replace_dir(&work, &final_dir)?;
-    Ok(Outcome { summary, model, plan, dir: final_dir })
+    Ok(Outcome {
+        summary,
+        model,
+        plan,
+        dir: final_dir,
+    })
 }
 
 fn replace_dir(from: &Path, to: &Path) -> Result<()> {

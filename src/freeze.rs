@@ -41,7 +41,10 @@ impl FreezePlan {
                 false
             } else if let Some(k) = top {
                 let first = num_layers - k as i64;
-                g.name.strip_prefix("layer.").and_then(|n| n.parse::<i64>().ok()).is_some_and(|n| n >= first)
+                g.name
+                    .strip_prefix("layer.")
+                    .and_then(|n| n.parse::<i64>().ok())
+                    .is_some_and(|n| n >= first)
             } else {
                 matches!(scenario, Scenario::None | Scenario::Head(_))
             };
@@ -52,7 +55,10 @@ impl FreezePlan {
                 ignored_tasks.push(t.clone());
             }
         }
-        Ok(FreezePlan { trainable, ignored_tasks })
+        Ok(FreezePlan {
+            trainable,
+            ignored_tasks,
+        })
     }
 
     pub fn is_trainable(&self, group: &str) -> bool {
@@ -101,7 +107,10 @@ impl Snapshot {
 
     /// Names of the tensors that differ from the snapshot.
     pub fn changed(&self, groups: &[ParamGroup]) -> Vec<String> {
-        let now: BTreeMap<&str, &Tensor> = groups.iter().flat_map(|g| g.vars.iter().map(|(n, t)| (n.as_str(), t))).collect();
+        let now: BTreeMap<&str, &Tensor> = groups
+            .iter()
+            .flat_map(|g| g.vars.iter().map(|(n, t)| (n.as_str(), t)))
+            .collect();
         self.0
             .iter()
             .filter(|(n, old)| now.get(n.as_str()).map_or(true, |t| !bit_equal(t, old)))

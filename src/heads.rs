@@ -8,7 +8,11 @@ use crate::config::HeadConfig;
 
 enum Layers {
     Linear(nn::Linear),
-    Mlp { hidden: nn::Linear, out: nn::Linear, dropout: f64 },
+    Mlp {
+        hidden: nn::Linear,
+        out: nn::Linear,
+        dropout: f64,
+    },
 }
 
 pub struct Head {
@@ -30,7 +34,11 @@ impl Head {
                 dropout: *dropout,
             },
         };
-        Head { task: task.to_string(), vs, layers }
+        Head {
+            task: task.to_string(),
+            vs,
+            layers,
+        }
     }
 
     /// Logits, [batch, num_labels].

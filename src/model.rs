@@ -59,16 +59,26 @@ impl MultiTaskModel {
         let mut groups: Vec<ParamGroup> = names
             .into_iter()
             .map(|name| {
-                let vars = enc.iter().filter(|(n, _)| Encoder::group_of(n) == name).map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+                let vars = enc
+                    .iter()
+                    .filter(|(n, _)| Encoder::group_of(n) == name)
+                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                    .collect();
                 ParamGroup { name, vars }
             })
             .filter(|g| !g.vars.is_empty())
             .collect();
         for h in &self.heads {
             let mut vars: Vec<(String, Tensor)> =
-                h.vs.variables().into_iter().map(|(n, t)| (format!("head:{}/{n}", h.task), t)).collect();
+                h.vs.variables()
+                    .into_iter()
+                    .map(|(n, t)| (format!("head:{}/{n}", h.task), t))
+                    .collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
-            groups.push(ParamGroup { name: format!("head:{}", h.task), vars });
+            groups.push(ParamGroup {
+                name: format!("head:{}", h.task),
+                vars,
+            });
         }
         groups
     }

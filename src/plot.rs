@@ -75,9 +75,7 @@ mod png {
     use ab_glyph::{point, Font, ScaleFont};
     use plotters::prelude::{BitMapBackend, DrawingBackend};
     use plotters_backend::text_anchor::{HPos, VPos};
-    use plotters_backend::{
-        BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind, FontStyle,
-    };
+    use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind, FontStyle};
 
     use super::fonts;
 
@@ -87,8 +85,7 @@ mod png {
     /// so text lands where its layout expects it.
     pub(super) struct Png<'a>(pub BitMapBackend<'a>);
 
-    type PngResult =
-        Result<(), DrawingErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>>;
+    type PngResult = Result<(), DrawingErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>>;
 
     impl DrawingBackend for Png<'_> {
         type ErrorType = <BitMapBackend<'static> as DrawingBackend>::ErrorType;
@@ -105,56 +102,26 @@ mod png {
         fn draw_pixel(&mut self, p: BackendCoord, c: BackendColor) -> PngResult {
             self.0.draw_pixel(p, c)
         }
-        fn draw_line<S: BackendStyle>(
-            &mut self,
-            a: BackendCoord,
-            b: BackendCoord,
-            s: &S,
-        ) -> PngResult {
+        fn draw_line<S: BackendStyle>(&mut self, a: BackendCoord, b: BackendCoord, s: &S) -> PngResult {
             self.0.draw_line(a, b, s)
         }
-        fn draw_rect<S: BackendStyle>(
-            &mut self,
-            a: BackendCoord,
-            b: BackendCoord,
-            s: &S,
-            fill: bool,
-        ) -> PngResult {
+        fn draw_rect<S: BackendStyle>(&mut self, a: BackendCoord, b: BackendCoord, s: &S, fill: bool) -> PngResult {
             self.0.draw_rect(a, b, s, fill)
         }
-        fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-            &mut self,
-            p: I,
-            s: &S,
-        ) -> PngResult {
+        fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, p: I, s: &S) -> PngResult {
             self.0.draw_path(p, s)
         }
-        fn draw_circle<S: BackendStyle>(
-            &mut self,
-            c: BackendCoord,
-            r: u32,
-            s: &S,
-            fill: bool,
-        ) -> PngResult {
+        fn draw_circle<S: BackendStyle>(&mut self, c: BackendCoord, r: u32, s: &S, fill: bool) -> PngResult {
             self.0.draw_circle(c, r, s, fill)
         }
-        fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
-            &mut self,
-            v: I,
-            s: &S,
-        ) -> PngResult {
+        fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, v: I, s: &S) -> PngResult {
             self.0.fill_polygon(v, s)
         }
         fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> PngResult {
             self.0.blit_bitmap(pos, size, src)
         }
 
-        fn draw_text<S: BackendTextStyle>(
-            &mut self,
-            text: &str,
-            style: &S,
-            pos: BackendCoord,
-        ) -> PngResult {
+        fn draw_text<S: BackendTextStyle>(&mut self, text: &str, style: &S, pos: BackendCoord) -> PngResult {
             let color = style.color();
             if color.alpha == 0.0 {
                 return Ok(());
@@ -189,18 +156,11 @@ mod png {
                 let min = outline.px_bounds().min;
                 let mut result = Ok(());
                 outline.draw(|gx, gy, coverage| {
-                    let (x, y) = trans
-                        .transform(min.x as i32 + gx as i32 + dx, min.y as i32 + gy as i32 + dy);
+                    let (x, y) = trans.transform(min.x as i32 + gx as i32 + dx, min.y as i32 + gy as i32 + dy);
                     let (x, y) = (pos.0 + x, pos.1 + y);
                     if result.is_ok() && (0..w as i32).contains(&x) && (0..h as i32).contains(&y) {
                         let alpha = color.alpha * f64::from(coverage);
-                        result = self.0.draw_pixel(
-                            (x, y),
-                            BackendColor {
-                                alpha,
-                                rgb: color.rgb,
-                            },
-                        );
+                        result = self.0.draw_pixel((x, y), BackendColor { alpha, rgb: color.rgb });
                     }
                 });
                 result?;
@@ -218,11 +178,7 @@ fn color(i: usize) -> RGBColor {
 pub fn plot_curves(runs: &[RunCurve], path: &Path) -> Result<()> {
     fonts();
     let mut tasks: Vec<&str> = Vec::new();
-    for t in runs
-        .iter()
-        .flat_map(|r| &r.tasks)
-        .filter(|t| !t.points.is_empty())
-    {
+    for t in runs.iter().flat_map(|r| &r.tasks).filter(|t| !t.points.is_empty()) {
         if !tasks.contains(&t.task.as_str()) {
             tasks.push(&t.task);
         }
@@ -247,16 +203,8 @@ pub fn plot_curves(runs: &[RunCurve], path: &Path) -> Result<()> {
             &tasks,
             &legend,
         ),
-        "svg" => draw(
-            SVGBackend::new(path, size).into_drawing_area(),
-            runs,
-            &tasks,
-            &legend,
-        ),
-        _ => bail!(
-            "{}: unsupported plot format, use .png or .svg",
-            path.display()
-        ),
+        "svg" => draw(SVGBackend::new(path, size).into_drawing_area(), runs, &tasks, &legend),
+        _ => bail!("{}: unsupported plot format, use .png or .svg", path.display()),
     };
     drawn.with_context(|| format!("cannot draw {}", path.display()))
 }
@@ -275,9 +223,7 @@ fn legend_layout(runs: &[RunCurve], width: u32) -> Result<Vec<LegendEntry>> {
     let (mut row, mut x) = (0, 20);
     let mut entries = Vec::new();
     for r in runs {
-        let (w, _) = legend_font()
-            .box_size(&r.label)
-            .map_err(|e| anyhow!("font: {e:?}"))?;
+        let (w, _) = legend_font().box_size(&r.label).map_err(|e| anyhow!("font: {e:?}"))?;
         let w = 40 + w as i32 + 28;
         if x > 20 && x + w > width as i32 {
             row += 1;
@@ -358,17 +304,8 @@ where
                     .points
                     .iter()
                     .map(|p| (p.epoch, (p.mean + p.std).min(y1)))
-                    .chain(
-                        curve
-                            .points
-                            .iter()
-                            .rev()
-                            .map(|p| (p.epoch, (p.mean - p.std).max(y0))),
-                    );
-                chart.draw_series(std::iter::once(Polygon::new(
-                    band.collect::<Vec<_>>(),
-                    c.mix(0.15),
-                )))?;
+                    .chain(curve.points.iter().rev().map(|p| (p.epoch, (p.mean - p.std).max(y0))));
+                chart.draw_series(std::iter::once(Polygon::new(band.collect::<Vec<_>>(), c.mix(0.15))))?;
             }
             let pts = curve.points.iter().map(|p| (p.epoch, p.mean));
             if let [only] = curve.points[..] {
@@ -386,9 +323,7 @@ where
             vec![(e.x, y), (e.x + 32, y)],
             color(i).stroke_width(4),
         ))?;
-        let style = legend_font()
-            .color(&BLACK)
-            .pos(Pos::new(HPos::Left, VPos::Center));
+        let style = legend_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
         bottom.draw(&Text::new(run.label.as_str(), (e.x + 40, y), style))?;
     }
     root.present()?;
@@ -444,9 +379,7 @@ mod tests {
         }
         let svg = std::fs::read_to_string(tmp.path().join("c.svg")).unwrap();
         assert!(svg.contains("eval accuracy") && svg.contains("zero-shot") && svg.contains("nli"));
-        assert!(std::fs::read(tmp.path().join("c.png"))
-            .unwrap()
-            .starts_with(b"\x89PNG"));
+        assert!(std::fs::read(tmp.path().join("c.png")).unwrap().starts_with(b"\x89PNG"));
     }
 
     #[test]

@@ -31,7 +31,9 @@ pub fn pool(hidden: &Tensor, mask: &Tensor, pooling: Pooling) -> Tensor {
         Pooling::Mean => {
             // the same clamp as sentence-transformers, so an all-padding row gives zeros, not NaN
             let summed = (hidden * &m).sum_dim_intlist([1i64].as_slice(), false, hidden.kind());
-            let counts = m.sum_dim_intlist([1i64].as_slice(), false, hidden.kind()).clamp_min(1e-9);
+            let counts = m
+                .sum_dim_intlist([1i64].as_slice(), false, hidden.kind())
+                .clamp_min(1e-9);
             summed / counts
         }
         Pooling::Cls => hidden.select(1, 0),

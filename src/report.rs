@@ -12,8 +12,19 @@ use serde::{Deserialize, Serialize};
 use crate::freeze::FreezePlan;
 use crate::model::ParamGroup;
 
-pub const METRICS_HEADER: [&str; 11] =
-    ["run", "scenario", "epoch", "step", "task", "split", "loss", "accuracy", "macro_f1", "examples_seen", "elapsed_s"];
+pub const METRICS_HEADER: [&str; 11] = [
+    "run",
+    "scenario",
+    "epoch",
+    "step",
+    "task",
+    "split",
+    "loss",
+    "accuracy",
+    "macro_f1",
+    "examples_seen",
+    "elapsed_s",
+];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct MetricRow {
@@ -93,7 +104,18 @@ pub struct Summary {
 }
 
 pub fn group_infos(groups: &[ParamGroup], plan: &FreezePlan) -> BTreeMap<String, GroupInfo> {
-    groups.iter().map(|g| (g.name.clone(), GroupInfo { params: g.numel(), trainable: plan.is_trainable(&g.name) })).collect()
+    groups
+        .iter()
+        .map(|g| {
+            (
+                g.name.clone(),
+                GroupInfo {
+                    params: g.numel(),
+                    trainable: plan.is_trainable(&g.name),
+                },
+            )
+        })
+        .collect()
 }
 
 /// The table `harness inspect` prints and every run logs.
@@ -102,14 +124,26 @@ pub fn groups_table(groups: &[ParamGroup], plan: &FreezePlan) -> String {
     let (mut total, mut trainable) = (0i64, 0i64);
     for g in groups {
         let on = plan.is_trainable(&g.name);
-        let note = if g.name == "pooler" { "  (unused by pooling)" } else { "" };
-        s.push_str(&format!("{:<24} {:>12}  {}{note}\n", g.name, g.numel(), if on { "yes" } else { "no" }));
+        let note = if g.name == "pooler" {
+            "  (unused by pooling)"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "{:<24} {:>12}  {}{note}\n",
+            g.name,
+            g.numel(),
+            if on { "yes" } else { "no" }
+        ));
         total += g.numel();
         if on {
             trainable += g.numel();
         }
     }
-    s.push_str(&format!("{:<24} {:>12}\n{:<24} {:>12}\n", "total", total, "trainable", trainable));
+    s.push_str(&format!(
+        "{:<24} {:>12}\n{:<24} {:>12}\n",
+        "total", total, "trainable", trainable
+    ));
     s
 }
 

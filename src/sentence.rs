@@ -36,7 +36,12 @@ impl SentenceEncoder {
         Self::from_parts(folder, encoder, opts, device)
     }
 
-    pub fn from_parts(folder: ModelFolder, mut encoder: Encoder, opts: &SentenceOptions, device: Device) -> Result<Self> {
+    pub fn from_parts(
+        folder: ModelFolder,
+        mut encoder: Encoder,
+        opts: &SentenceOptions,
+        device: Device,
+    ) -> Result<Self> {
         if opts.bf16 {
             encoder.vs.bfloat16();
         }
@@ -44,7 +49,14 @@ impl SentenceEncoder {
         let normalize = opts.normalize.unwrap_or(folder.sentence.normalize);
         let max_length = opts.max_length.or(folder.sentence.max_seq_length).unwrap_or(128);
         let tokenizer = TextTokenizer::new(&folder, max_length)?;
-        Ok(SentenceEncoder { folder, encoder, tokenizer, pooling, normalize, device })
+        Ok(SentenceEncoder {
+            folder,
+            encoder,
+            tokenizer,
+            pooling,
+            normalize,
+            device,
+        })
     }
 
     pub fn dim(&self) -> i64 {
@@ -53,7 +65,10 @@ impl SentenceEncoder {
 
     /// Sentence vectors of one padded batch; `train` turns dropout on and keeps the graph.
     pub fn forward_t(&self, batch: &Batch, train: bool) -> Result<Tensor> {
-        let hidden = self.encoder.forward_t(&batch.ids, &batch.mask, train)?.to_kind(Kind::Float);
+        let hidden = self
+            .encoder
+            .forward_t(&batch.ids, &batch.mask, train)?
+            .to_kind(Kind::Float);
         let pooled = pool(&hidden, &batch.mask, self.pooling);
         Ok(if self.normalize { l2_normalize(&pooled) } else { pooled })
     }
@@ -72,7 +87,10 @@ impl SentenceEncoder {
         tch::no_grad(|| -> Result<()> {
             for idx in &batches {
                 let batch = self.tokenizer.batch_of(seqs, idx, self.device);
-                let emb = self.forward_t(&batch, false)?.to_kind(Kind::Float).to_device(Device::Cpu);
+                let emb = self
+                    .forward_t(&batch, false)?
+                    .to_kind(Kind::Float)
+                    .to_device(Device::Cpu);
                 let index = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>());
                 let _ = out.index_copy_(0, &index, &emb);
                 bar.inc(idx.len() as u64);

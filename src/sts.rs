@@ -21,12 +21,19 @@ impl StsPairs {
     pub fn read(path: &Path) -> Result<Self> {
         let t = Table::read(path)?;
         let (a, b, s) = (t.column("sentence1")?, t.column("sentence2")?, t.column("score")?);
-        let mut out = StsPairs { first: vec![], second: vec![], gold: vec![] };
+        let mut out = StsPairs {
+            first: vec![],
+            second: vec![],
+            gold: vec![],
+        };
         for (line, row) in &t.rows {
-            let score: f64 = row[s]
-                .trim()
-                .parse()
-                .with_context(|| format!("{}:{line}: column `score`: `{}` is not a number", path.display(), row[s]))?;
+            let score: f64 = row[s].trim().parse().with_context(|| {
+                format!(
+                    "{}:{line}: column `score`: `{}` is not a number",
+                    path.display(),
+                    row[s]
+                )
+            })?;
             out.first.push(row[a].clone());
             out.second.push(row[b].clone());
             out.gold.push(score);
@@ -64,8 +71,13 @@ pub fn evaluate(model: &SentenceEncoder, pairs: &StsPairs, batch_size: usize, pr
     let emb = l2_normalize(&model.encode(&unique, batch_size, progress)?);
     let encode_s = t0.elapsed().as_secs_f64();
     let pick = |v: &[String]| tch::Tensor::from_slice(&v.iter().map(|s| index[s.as_str()]).collect::<Vec<_>>());
-    let (ea, eb) = (emb.index_select(0, &pick(&pairs.first)), emb.index_select(0, &pick(&pairs.second)));
-    let cos: Vec<f64> = (ea * eb).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double).try_into()?;
+    let (ea, eb) = (
+        emb.index_select(0, &pick(&pairs.first)),
+        emb.index_select(0, &pick(&pairs.second)),
+    );
+    let cos: Vec<f64> = (ea * eb)
+        .sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double)
+        .try_into()?;
     Ok(StsScore {
         pairs: pairs.gold.len(),
         spearman: 100.0 * spearman(&cos, &pairs.gold),

@@ -21,14 +21,20 @@ pub fn plan(configs: &[PathBuf], seeds: &[u64], overrides: &[String]) -> Result<
     for path in configs {
         let base = ExperimentConfig::load(path, overrides)?;
         if seeds.is_empty() {
-            runs.push(SweepRun { config: path.clone(), cfg: base });
+            runs.push(SweepRun {
+                config: path.clone(),
+                cfg: base,
+            });
             continue;
         }
         for &seed in seeds {
             let mut cfg = base.clone();
             cfg.seed = seed;
             cfg.name = format!("{}-seed{seed}", base.name);
-            runs.push(SweepRun { config: path.clone(), cfg });
+            runs.push(SweepRun {
+                config: path.clone(),
+                cfg,
+            });
         }
     }
     Ok(runs)
@@ -49,7 +55,13 @@ pub fn sweep(runs: &[SweepRun], dry_run: bool, out_dir: &Path) -> Result<Option<
     let mut failed = Vec::new();
     for (i, r) in runs.iter().enumerate() {
         let dir = experiment::run_dir(&r.cfg);
-        let tag = format!("[{}/{n}] {} (seed {}, {})", i + 1, r.cfg.name, r.cfg.seed, r.config.display());
+        let tag = format!(
+            "[{}/{n}] {} (seed {}, {})",
+            i + 1,
+            r.cfg.name,
+            r.cfg.seed,
+            r.config.display()
+        );
         if is_complete(&dir) {
             println!("{tag}: skipped, {} is complete", dir.display());
         } else if dry_run {
@@ -58,9 +70,17 @@ pub fn sweep(runs: &[SweepRun], dry_run: bool, out_dir: &Path) -> Result<Option<
             let t0 = Instant::now();
             match experiment::run(&r.cfg) {
                 Ok(o) => {
-                    let accs: Vec<String> =
-                        o.summary.final_metrics.iter().map(|(t, m)| format!("{t} {:.4}", m.accuracy)).collect();
-                    println!("{tag}: done in {:.0} s, {}", t0.elapsed().as_secs_f64(), accs.join(", "));
+                    let accs: Vec<String> = o
+                        .summary
+                        .final_metrics
+                        .iter()
+                        .map(|(t, m)| format!("{t} {:.4}", m.accuracy))
+                        .collect();
+                    println!(
+                        "{tag}: done in {:.0} s, {}",
+                        t0.elapsed().as_secs_f64(),
+                        accs.join(", ")
+                    );
                 }
                 Err(e) => {
                     println!("{tag}: FAILED: {e:#}");
@@ -72,8 +92,16 @@ pub fn sweep(runs: &[SweepRun], dry_run: bool, out_dir: &Path) -> Result<Option<
     if dry_run {
         return Ok(None);
     }
-    let dirs: Vec<PathBuf> = runs.iter().map(|r| experiment::run_dir(&r.cfg)).filter(|d| is_complete(d)).collect();
-    let cmp = if dirs.is_empty() { None } else { Some(compare(&dirs, out_dir)?) };
+    let dirs: Vec<PathBuf> = runs
+        .iter()
+        .map(|r| experiment::run_dir(&r.cfg))
+        .filter(|d| is_complete(d))
+        .collect();
+    let cmp = if dirs.is_empty() {
+        None
+    } else {
+        Some(compare(&dirs, out_dir)?)
+    };
     if !failed.is_empty() {
         bail!("{} of {n} runs failed: {}", failed.len(), failed.join(", "));
     }

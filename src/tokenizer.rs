@@ -18,12 +18,18 @@ impl TextTokenizer {
         let inner = BertTokenizer::from_file(&folder.vocab, folder.lower_case, folder.strip_accents)
             .with_context(|| format!("{}: cannot read vocabulary", folder.vocab.display()))?;
         let pad_id = inner.vocab().token_to_id("[PAD]");
-        Ok(TextTokenizer { inner, max_length, pad_id })
+        Ok(TextTokenizer {
+            inner,
+            max_length,
+            pad_id,
+        })
     }
 
     /// Token ids with [CLS] and [SEP], truncated to max_length.
     pub fn encode(&self, text: &str) -> Vec<i64> {
-        self.inner.encode(text, None, self.max_length, &TruncationStrategy::LongestFirst, 0).token_ids
+        self.inner
+            .encode(text, None, self.max_length, &TruncationStrategy::LongestFirst, 0)
+            .token_ids
     }
 
     pub fn encode_all(&self, texts: &[String]) -> Vec<Vec<i64>> {

@@ -86,12 +86,20 @@ fn bucketed_batches(lengths: &[usize], batch_size: usize, rng: &mut StdRng) -> V
 }
 
 /// The order in which tasks' batches are visited in one epoch.
-fn schedule(per_task: Vec<Vec<Vec<usize>>>, sampling: Sampling, temperature: f64, rng: &mut StdRng) -> Vec<(usize, Vec<usize>)> {
+fn schedule(
+    per_task: Vec<Vec<Vec<usize>>>,
+    sampling: Sampling,
+    temperature: f64,
+    rng: &mut StdRng,
+) -> Vec<(usize, Vec<usize>)> {
     let total: usize = per_task.iter().map(Vec::len).sum();
     match sampling {
         Sampling::Proportional => {
-            let mut all: Vec<(usize, Vec<usize>)> =
-                per_task.into_iter().enumerate().flat_map(|(t, bs)| bs.into_iter().map(move |b| (t, b))).collect();
+            let mut all: Vec<(usize, Vec<usize>)> = per_task
+                .into_iter()
+                .enumerate()
+                .flat_map(|(t, bs)| bs.into_iter().map(move |b| (t, b)))
+                .collect();
             all.shuffle(rng);
             all
         }
@@ -110,7 +118,10 @@ fn schedule(per_task: Vec<Vec<Vec<usize>>>, sampling: Sampling, temperature: f64
         Sampling::Temperature => {
             // as many steps as proportional sampling; a task that runs out starts over on its batches
             let sizes: Vec<f64> = per_task.iter().map(|b| b.len() as f64).collect();
-            let weights: Vec<f64> = sizes.iter().map(|n| if *n > 0.0 { n.powf(1.0 / temperature) } else { 0.0 }).collect();
+            let weights: Vec<f64> = sizes
+                .iter()
+                .map(|n| if *n > 0.0 { n.powf(1.0 / temperature) } else { 0.0 })
+                .collect();
             let sum: f64 = weights.iter().sum();
             let mut cursor = vec![0usize; per_task.len()];
             let mut out = Vec::with_capacity(total);
@@ -235,9 +246,14 @@ impl<'a> Trainer<'a> {
             let (mut loss_sum, mut preds) = (0.0, vec![0i64; lengths.len()]);
             tch::no_grad(|| -> Result<()> {
                 for idx in length_sorted_batches(&lengths, self.cfg.eval_batch_size) {
-                    let logits = self.model.head(ti).forward_t(&self.features(ti, Split::Eval, &idx, false)?, false);
+                    let logits = self
+                        .model
+                        .head(ti)
+                        .forward_t(&self.features(ti, Split::Eval, &idx, false)?, false);
                     let labels = self.labels(ti, Split::Eval, &idx);
-                    loss_sum += logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0).double_value(&[]);
+                    loss_sum += logits
+                        .cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0)
+                        .double_value(&[]);
                     let p: Vec<i64> = logits.argmax(-1, false).to_device(tch::Device::Cpu).try_into()?;
                     for (&i, v) in idx.iter().zip(p) {
                         preds[i] = v;
@@ -246,7 +262,14 @@ impl<'a> Trainer<'a> {
                 }
                 Ok(())
             })?;
-            writer.write(self.row(epoch, ti, "eval", loss_sum / lengths.len() as f64, &preds, &t.eval_labels))?;
+            writer.write(self.row(
+                epoch,
+                ti,
+                "eval",
+                loss_sum / lengths.len() as f64,
+                &preds,
+                &t.eval_labels,
+            ))?;
         }
         bar.finish_and_clear();
         Ok(())
@@ -264,14 +287,26 @@ impl<'a> Trainer<'a> {
     }
 
     fn optimizers(&self) -> Result<Vec<Opt>> {
-        let adamw = nn::AdamW { beta1: 0.9, beta2: 0.999, wd: self.cfg.weight_decay, eps: 1e-8, amsgrad: false };
+        let adamw = nn::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            wd: self.cfg.weight_decay,
+            eps: 1e-8,
+            amsgrad: false,
+        };
         let mut opts = Vec::new();
         if self.plan.encoder_trains() {
-            opts.push(Opt { opt: adamw.build(&self.model.sentence.encoder.vs, self.cfg.lr_encoder)?, base_lr: self.cfg.lr_encoder });
+            opts.push(Opt {
+                opt: adamw.build(&self.model.sentence.encoder.vs, self.cfg.lr_encoder)?,
+                base_lr: self.cfg.lr_encoder,
+            });
         }
         for h in &self.model.heads {
             if self.plan.is_trainable(&format!("head:{}", h.task)) {
-                opts.push(Opt { opt: adamw.build(&h.vs, self.cfg.lr_heads)?, base_lr: self.cfg.lr_heads });
+                opts.push(Opt {
+                    opt: adamw.build(&h.vs, self.cfg.lr_heads)?,
+                    base_lr: self.cfg.lr_heads,
+                });
             }
         }
         Ok(opts)
@@ -315,8 +350,13 @@ impl<'a> Trainer<'a> {
             .flat_map(|g| g.vars.into_iter().map(|(_, t)| t))
             .collect();
         let bs = self.cfg.batch_size;
-        let steps_per_epoch: usize =
-            self.tasks.iter().zip(&trained).filter(|(_, on)| **on).map(|(t, _)| t.train_ids.len().div_ceil(bs)).sum();
+        let steps_per_epoch: usize = self
+            .tasks
+            .iter()
+            .zip(&trained)
+            .filter(|(_, on)| **on)
+            .map(|(t, _)| t.train_ids.len().div_ceil(bs))
+            .sum();
         let total_steps = (steps_per_epoch * self.cfg.epochs).max(1);
         let warmup = (self.cfg.warmup_ratio * total_steps as f64).round() as usize;
         let lr_factor = |step: usize| {
@@ -326,12 +366,22 @@ impl<'a> Trainer<'a> {
                 ((total_steps - step) as f64 / (total_steps - warmup).max(1) as f64).max(0.0)
             }
         };
-        let lengths: Vec<Vec<usize>> = self.tasks.iter().map(|t| t.train_ids.iter().map(Vec::len).collect()).collect();
+        let lengths: Vec<Vec<usize>> = self
+            .tasks
+            .iter()
+            .map(|t| t.train_ids.iter().map(Vec::len).collect())
+            .collect();
         for epoch in 1..=self.cfg.epochs {
             let per_task: Vec<Vec<Vec<usize>>> = lengths
                 .iter()
                 .zip(&trained)
-                .map(|(l, on)| if *on { bucketed_batches(l, bs, &mut self.rng) } else { Vec::new() })
+                .map(|(l, on)| {
+                    if *on {
+                        bucketed_batches(l, bs, &mut self.rng)
+                    } else {
+                        Vec::new()
+                    }
+                })
                 .collect();
             let plan = schedule(per_task, self.cfg.sampling, self.cfg.temperature, &mut self.rng);
             let bar = progress_bar(plan.len() as u64, &format!("epoch {epoch}/{}", self.cfg.epochs));
@@ -427,7 +477,12 @@ mod tests {
     #[test]
     fn high_temperature_flattens_task_mix() {
         let mut rng = StdRng::seed_from_u64(0);
-        let s = schedule(vec![batches(900), batches(100)], Sampling::Temperature, 1000.0, &mut rng);
+        let s = schedule(
+            vec![batches(900), batches(100)],
+            Sampling::Temperature,
+            1000.0,
+            &mut rng,
+        );
         let small = s.iter().filter(|(t, _)| *t == 1).count();
         assert_eq!(s.len(), 1000);
         assert!((400..600).contains(&small), "{small}");

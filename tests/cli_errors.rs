@@ -20,7 +20,11 @@ fn tiny_folder(root: &Path) -> PathBuf {
     std::fs::copy(vocab, dir.join("vocab.txt")).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"").unwrap();
     let folder = ModelFolder::open(dir.to_str().unwrap()).unwrap();
-    Encoder::build(&folder, Device::Cpu).unwrap().vs.save(dir.join("model.safetensors")).unwrap();
+    Encoder::build(&folder, Device::Cpu)
+        .unwrap()
+        .vs
+        .save(dir.join("model.safetensors"))
+        .unwrap();
     dir
 }
 
@@ -37,7 +41,10 @@ fn a_valid_tiny_folder_embeds() {
 
 #[test]
 fn missing_folder() {
-    assert_user_error(&harness(&["embed", "--model", "/nonexistent/model", "hi"]), "/nonexistent/model");
+    assert_user_error(
+        &harness(&["embed", "--model", "/nonexistent/model", "hi"]),
+        "/nonexistent/model",
+    );
 }
 
 #[test]
@@ -68,15 +75,26 @@ fn missing_vocab() {
 fn weight_of_wrong_shape() {
     let d = tempfile::tempdir().unwrap();
     let dir = tiny_folder(d.path());
-    std::fs::write(dir.join("config.json"), TINY_DISTILBERT.replace("\"max_position_embeddings\": 64", "\"max_position_embeddings\": 32")).unwrap();
-    assert_user_error(&embed(&dir), "weight `distilbert.embeddings.position_embeddings.weight` has shape [64, 16]");
+    std::fs::write(
+        dir.join("config.json"),
+        TINY_DISTILBERT.replace("\"max_position_embeddings\": 64", "\"max_position_embeddings\": 32"),
+    )
+    .unwrap();
+    assert_user_error(
+        &embed(&dir),
+        "weight `distilbert.embeddings.position_embeddings.weight` has shape [64, 16]",
+    );
 }
 
 #[test]
 fn missing_weights_are_named() {
     let d = tempfile::tempdir().unwrap();
     let dir = tiny_folder(d.path());
-    std::fs::write(dir.join("config.json"), TINY_DISTILBERT.replace("\"n_layers\": 1", "\"n_layers\": 2")).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        TINY_DISTILBERT.replace("\"n_layers\": 1", "\"n_layers\": 2"),
+    )
+    .unwrap();
     assert_user_error(&embed(&dir), "weights missing, e.g. `distilbert.transformer.layer.1.");
 }
 
@@ -85,7 +103,10 @@ fn empty_input_file() {
     let d = tempfile::tempdir().unwrap();
     let empty = d.path().join("empty.txt");
     std::fs::write(&empty, "\n").unwrap();
-    assert_user_error(&harness(&["embed", "--input", empty.to_str().unwrap()]), "empty.txt: empty input");
+    assert_user_error(
+        &harness(&["embed", "--input", empty.to_str().unwrap()]),
+        "empty.txt: empty input",
+    );
 }
 
 #[test]
@@ -93,5 +114,8 @@ fn malformed_sts_file() {
     let d = tempfile::tempdir().unwrap();
     let f = d.path().join("sts.tsv");
     std::fs::write(&f, "sentence1\tsentence2\tscore\na\tb\t4.0\nc\td\tfive\n").unwrap();
-    assert_user_error(&harness(&["eval-sts", "--data", f.to_str().unwrap()]), "sts.tsv:3: column `score`");
+    assert_user_error(
+        &harness(&["eval-sts", "--data", f.to_str().unwrap()]),
+        "sts.tsv:3: column `score`",
+    );
 }

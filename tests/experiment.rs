@@ -30,7 +30,9 @@ fn run(dir: &Path, freeze: &str, train: &str) -> (ExperimentConfig, Outcome) {
 
 fn metrics(dir: &Path) -> Vec<Vec<String>> {
     let mut r = csv::Reader::from_path(dir.join("metrics.csv")).unwrap();
-    r.records().map(|rec| rec.unwrap().iter().map(str::to_string).collect()).collect()
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(str::to_string).collect())
+        .collect()
 }
 
 /// For every group: did any of its tensors change between `before` and `after`?
@@ -120,7 +122,11 @@ fn frozen_task_loss_ignore_and_backprop_differ_as_designed() {
     let h = |o: &Outcome| o.model.head(0).vs.variables()["out.weight"].copy();
     assert!(h(&ignore).equal(&h(&backprop)));
     // but the encoder moved differently
-    let l5 = |o: &Outcome| o.model.groups().into_iter().find(|g| g.name == "layer.5").unwrap().vars[0].1.copy();
+    let l5 = |o: &Outcome| {
+        o.model.groups().into_iter().find(|g| g.name == "layer.5").unwrap().vars[0]
+            .1
+            .copy()
+    };
     assert!(!l5(&ignore).equal(&l5(&backprop)));
 }
 
@@ -129,8 +135,11 @@ fn training_loss_falls() {
     let _serial = serial();
     let d = tempfile::tempdir().unwrap();
     let (_, out) = run(d.path(), "  scenario: backbone", "  epochs: 6");
-    let losses: Vec<f64> =
-        metrics(&out.dir).iter().filter(|r| r[4] == "topic" && r[5] == "train").map(|r| r[6].parse().unwrap()).collect();
+    let losses: Vec<f64> = metrics(&out.dir)
+        .iter()
+        .filter(|r| r[4] == "topic" && r[5] == "train")
+        .map(|r| r[6].parse().unwrap())
+        .collect();
     assert_eq!(losses.len(), 6);
     assert!(losses[5] < losses[0] * 0.9, "{losses:?}");
 }
@@ -141,7 +150,11 @@ fn cached_features_give_the_same_metrics_as_the_encoder_path() {
     let d1 = tempfile::tempdir().unwrap();
     let d2 = tempfile::tempdir().unwrap();
     let (_, cached) = run(d1.path(), "  scenario: backbone", "  epochs: 2\n  cache_features: true");
-    let (_, direct) = run(d2.path(), "  scenario: backbone", "  epochs: 2\n  cache_features: false");
+    let (_, direct) = run(
+        d2.path(),
+        "  scenario: backbone",
+        "  epochs: 2\n  cache_features: false",
+    );
     assert!(cached.summary.features_cached && !direct.summary.features_cached);
     let (a, b) = (metrics(&cached.dir), metrics(&direct.dir));
     assert_eq!(a.len(), b.len());
@@ -160,10 +173,14 @@ fn same_seed_same_metrics() {
     let d2 = tempfile::tempdir().unwrap();
     let (_, a) = run(d1.path(), "  scenario: none", "");
     let (_, b) = run(d2.path(), "  scenario: none", "");
-    let strip = |rows: Vec<Vec<String>>| rows.into_iter().map(|mut r| {
-        r.pop();
-        r
-    }).collect::<Vec<_>>();
+    let strip = |rows: Vec<Vec<String>>| {
+        rows.into_iter()
+            .map(|mut r| {
+                r.pop();
+                r
+            })
+            .collect::<Vec<_>>()
+    };
     assert_eq!(strip(metrics(&a.dir)), strip(metrics(&b.dir)));
 }
 
@@ -173,7 +190,14 @@ fn predict_uses_the_trained_heads() {
     let d = tempfile::tempdir().unwrap();
     let (_, out) = run(d.path(), "  scenario: backbone", "  epochs: 3");
     let dir = out.dir.to_str().unwrap();
-    let p = harness(&["predict", "--run", dir, "--json", "a wonderful , moving film", "stocks fell as oil prices rose"]);
+    let p = harness(&[
+        "predict",
+        "--run",
+        dir,
+        "--json",
+        "a wonderful , moving film",
+        "stocks fell as oil prices rose",
+    ]);
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
     let v: serde_json::Value = serde_json::from_slice(&p.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
@@ -195,14 +219,20 @@ fn write_cfg(dir: &Path, text: &str) -> String {
 fn unknown_key_is_named_with_a_suggestion() {
     let d = tempfile::tempdir().unwrap();
     let text = config_text(d.path(), "  scenario: none", "  epoch: 2");
-    assert_user_error(&harness(&["run", &write_cfg(d.path(), &text)]), "did you mean `epochs`?");
+    assert_user_error(
+        &harness(&["run", &write_cfg(d.path(), &text)]),
+        "did you mean `epochs`?",
+    );
 }
 
 #[test]
 fn scenario_naming_an_unknown_task() {
     let d = tempfile::tempdir().unwrap();
     let text = config_text(d.path(), "  scenario: head:weather", "");
-    assert_user_error(&harness(&["run", &write_cfg(d.path(), &text)]), "unknown task `weather`");
+    assert_user_error(
+        &harness(&["run", &write_cfg(d.path(), &text)]),
+        "unknown task `weather`",
+    );
 }
 
 #[test]
@@ -226,7 +256,10 @@ fn with_eval_file(body: &str) -> (tempfile::TempDir, String) {
 #[test]
 fn label_out_of_range() {
     let (_d, cfg) = with_eval_file("sentence\tlabel\ngood\t1\nbad\t2\n");
-    assert_user_error(&harness(&["run", &cfg]), "bad.tsv:3: column `label`: label 2 out of range");
+    assert_user_error(
+        &harness(&["run", &cfg]),
+        "bad.tsv:3: column `label`: label 2 out of range",
+    );
 }
 
 #[test]
@@ -250,5 +283,8 @@ fn a_failed_run_leaves_the_earlier_result_intact() {
     let text = config_text(d.path(), "  scenario: all", "").replace("sst2/dev.tsv", "sst2/nope.tsv");
     let o = harness(&["run", &write_cfg(d.path(), &text)]);
     assert_eq!(o.status.code(), Some(2));
-    assert_eq!(std::fs::read(experiment::run_dir(&cfg).join("metrics.csv")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(experiment::run_dir(&cfg).join("metrics.csv")).unwrap(),
+        before
+    );
 }

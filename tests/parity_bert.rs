@@ -30,16 +30,26 @@ fn embeddings_match_sentence_transformers() {
     let model = SentenceEncoder::load("all-MiniLM-L6-v2", &SentenceOptions::default(), Device::Cpu).unwrap();
     run_reference(
         "st_embed.py",
-        &[model.folder.dir.to_str().unwrap(), input.to_str().unwrap(), prefix.to_str().unwrap()],
+        &[
+            model.folder.dir.to_str().unwrap(),
+            input.to_str().unwrap(),
+            prefix.to_str().unwrap(),
+        ],
     );
-    assert!(model.normalize, "modules.json lists Normalize, so the default must normalise");
+    assert!(
+        model.normalize,
+        "modules.json lists Normalize, so the default must normalise"
+    );
     let ours = model.encode(&texts, 32, false).unwrap();
     let theirs = Tensor::read_npy(format!("{}.normalized.npy", prefix.display())).unwrap();
     let d = max_abs_diff(&ours, &theirs);
     println!("normalised: max |diff| = {d:e} over {} sentences", texts.len());
     assert!(d <= 1e-4, "normalised max |diff| = {d}");
 
-    let raw_opts = SentenceOptions { normalize: Some(false), ..Default::default() };
+    let raw_opts = SentenceOptions {
+        normalize: Some(false),
+        ..Default::default()
+    };
     let raw = SentenceEncoder::load("all-MiniLM-L6-v2", &raw_opts, Device::Cpu).unwrap();
     let ours = raw.encode(&texts, 7, false).unwrap();
     let theirs = Tensor::read_npy(format!("{}.raw.npy", prefix.display())).unwrap();
@@ -50,7 +60,14 @@ fn embeddings_match_sentence_transformers() {
 
 #[test]
 fn eval_sts_reproduces_sentence_transformers_figure() {
-    let out = harness(&["eval-sts", "--model", "all-MiniLM-L6-v2", "--data", "../shared/data/stsb/test.tsv", "--json"]);
+    let out = harness(&[
+        "eval-sts",
+        "--model",
+        "all-MiniLM-L6-v2",
+        "--data",
+        "../shared/data/stsb/test.tsv",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let spearman = v["spearman"].as_f64().unwrap();
@@ -61,7 +78,15 @@ fn eval_sts_reproduces_sentence_transformers_figure() {
 
 #[test]
 fn embed_prints_json_in_input_order() {
-    let out = harness(&["embed", "--model", "all-MiniLM-L6-v2", "--batch-size", "1", "a b c d e f", "hi"]);
+    let out = harness(&[
+        "embed",
+        "--model",
+        "all-MiniLM-L6-v2",
+        "--batch-size",
+        "1",
+        "a b c d e f",
+        "hi",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["text"], "a b c d e f");
@@ -73,12 +98,21 @@ fn embed_prints_json_in_input_order() {
 fn bf16_stays_close_to_float32() {
     let texts: Vec<String> = sentences().into_iter().take(64).collect();
     let f32_model = SentenceEncoder::load("all-MiniLM-L6-v2", &SentenceOptions::default(), Device::Cpu).unwrap();
-    let bf16_opts = SentenceOptions { bf16: true, ..Default::default() };
+    let bf16_opts = SentenceOptions {
+        bf16: true,
+        ..Default::default()
+    };
     let bf16_model = SentenceEncoder::load("all-MiniLM-L6-v2", &bf16_opts, Device::Cpu).unwrap();
-    let (a, b) = (f32_model.encode(&texts, 32, false).unwrap(), bf16_model.encode(&texts, 32, false).unwrap());
+    let (a, b) = (
+        f32_model.encode(&texts, 32, false).unwrap(),
+        bf16_model.encode(&texts, 32, false).unwrap(),
+    );
     assert_eq!(b.kind(), tch::Kind::Float);
     // both are unit vectors: the smallest row-wise cosine similarity
-    let min_cos = (&a * &b).sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double).min().double_value(&[]);
+    let min_cos = (&a * &b)
+        .sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double)
+        .min()
+        .double_value(&[]);
     assert!(min_cos > 0.99, "min cosine {min_cos}");
     assert!(max_abs_diff(&a, &b) > 0.0, "bf16 must actually change the arithmetic");
 }

@@ -18,7 +18,15 @@ fn check(size: &str) {
     std::fs::write(&input, texts.join("\n")).unwrap();
     let vocab = ModelFolder::open("all-MiniLM-L6-v2").unwrap().vocab;
     let out = dir.path();
-    run_reference("distilbert_random.py", &[size, vocab.to_str().unwrap(), input.to_str().unwrap(), out.to_str().unwrap()]);
+    run_reference(
+        "distilbert_random.py",
+        &[
+            size,
+            vocab.to_str().unwrap(),
+            input.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
     let want_ids = Tensor::read_npy(out.join("ids.npy")).unwrap();
     let want_hidden = Tensor::read_npy(out.join("hidden.npy")).unwrap();
     let want_mean = Tensor::read_npy(out.join("mean.npy")).unwrap();

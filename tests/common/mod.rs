@@ -10,13 +10,19 @@ pub fn root() -> PathBuf {
 
 pub fn shared_data(rel: &str) -> PathBuf {
     let p = root().join("../shared/data").join(rel);
-    assert!(p.exists(), "{} is missing: the tests read the shared data beside the checkout", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: the tests read the shared data beside the checkout",
+        p.display()
+    );
     p
 }
 
 /// The venv's python, where scripts/setup --with-reference installed the reference packages.
 pub fn python() -> PathBuf {
-    std::env::var_os("HARNESS_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"))
+    std::env::var_os("HARNESS_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"))
 }
 
 /// Runs a reference script; a failure is a test failure, never a skip.
@@ -36,11 +42,19 @@ pub fn run_reference(script: &str, args: &[&str]) {
 }
 
 pub fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(root()).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
 }
 
 pub fn harness_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness")).args(args).current_dir(dir).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 /// Asserts the command failed the way a user error should: exit 2, one `error:` line that mentions
@@ -48,10 +62,16 @@ pub fn harness_in(dir: &Path, args: &[&str]) -> Output {
 pub fn assert_user_error(out: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "exit code, stderr: {err}");
-    assert!(!err.contains("panicked") && !err.contains("RUST_BACKTRACE"), "panic: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
-    assert!(lines[0].starts_with("error: ") && lines[0].contains(needle), "`{needle}` not in: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "`{needle}` not in: {err}"
+    );
 }
 
 pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
@@ -96,4 +116,3 @@ train:
         epochs = if train.contains("epochs:") { "" } else { "  epochs: 1\n" },
     )
 }
-
