@@ -7,22 +7,24 @@ use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
 use crate::freeze::FreezePlan;
-use crate::model::{MultiTaskModel, ParamGroup};
+use crate::group::ParamGroup;
+use crate::model::MultiTaskModel;
 
 pub const FILE: &str = "checkpoint.safetensors";
 
 /// Frozen encoder groups are left out: they equal the model folder's weights. Heads are always saved,
 /// frozen ones too, since a frozen head keeps its seeded random initialisation.
 pub fn save(groups: &[ParamGroup], plan: &FreezePlan, path: &Path) -> Result<()> {
-    let tensors: Vec<(String, Tensor)> = groups
-        .iter()
-        .filter(|g| g.name.starts_with("head:") || plan.is_trainable(&g.name))
-        .flat_map(|g| {
-            g.vars
-                .iter()
-                .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu)))
-        })
-        .collect();
+    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+    for g in groups {
+        if g.group.is_head() || plan.trains(&g.group)? {
+            tensors.extend(
+                g.vars
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu))),
+            );
+        }
+    }
     Tensor::write_safetensors(&tensors, path).with_context(|| format!("{}: cannot write", path.display()))
 }
 

@@ -304,7 +304,7 @@ fn inspect(a: RunArgs) -> Result<()> {
     let cfg = ExperimentConfig::load(&a.config, &a.overrides)?;
     let (model, plan) = experiment::build(&cfg)?;
     println!("{} ({}), encoder {}", cfg.name, cfg.scenario_label(), cfg.encoder.model);
-    print!("{}", report::groups_table(&model.groups(), &plan));
+    print!("{}", report::groups_table(&model.groups(), &plan)?);
     Ok(())
 }
 
@@ -319,41 +319,15 @@ fn predict(a: PredictArgs) -> Result<()> {
     }
     let (model, _) = experiment::build(&cfg)?;
     checkpoint::load(&model, &ckpt)?;
-    let feats = model
-        .sentence
-        .encode(&a.sentences, 64, false)?
-        .to_device(model.sentence.device);
-    let mut out = Vec::new();
-    for (i, text) in a.sentences.iter().enumerate() {
-        let x = feats.get(i as i64).unsqueeze(0);
-        let mut tasks = serde_json::Map::new();
-        for (h, t) in model.heads.iter().zip(&cfg.tasks) {
-            let probs: Vec<f64> = tch::no_grad(|| h.forward_t(&x, false).softmax(-1, tch::Kind::Double))
-                .view([-1])
-                .try_into()?;
-            let names = t.label_names();
-            let best = probs
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.total_cmp(b.1))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            let dist: serde_json::Map<String, serde_json::Value> = names
-                .iter()
-                .zip(&probs)
-                .map(|(n, p)| (n.clone(), serde_json::json!((p * 1e4).round() / 1e4)))
-                .collect();
-            tasks.insert(
-                t.name.clone(),
-                serde_json::json!({ "label": names[best], "probabilities": dist }),
-            );
-        }
-        out.push(serde_json::json!({ "text": text, "tasks": tasks }));
-    }
+    let preds: Vec<serde_json::Value> = model
+        .predict(&cfg.tasks, &a.sentences)?
+        .iter()
+        .map(|p| p.to_json())
+        .collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        println!("{}", serde_json::to_string_pretty(&preds)?);
     } else {
-        for item in &out {
+        for item in &preds {
             println!("{}", item["text"].as_str().unwrap_or_default());
             for (task, v) in item["tasks"].as_object().into_iter().flatten() {
                 let probs: Vec<String> = v["probabilities"]

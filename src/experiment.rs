@@ -16,7 +16,7 @@ use crate::device::{describe, parse_device};
 use crate::freeze::{FreezePlan, Snapshot};
 use crate::model::MultiTaskModel;
 use crate::report::{group_infos, groups_table, FinalMetrics, MetricsWriter, Summary};
-use crate::train::{TaskData, Trainer};
+use crate::train::{FitStats, TaskData, Trainer};
 
 pub fn run_dir(cfg: &ExperimentConfig) -> PathBuf {
     cfg.output_dir.join(&cfg.name)
@@ -42,8 +42,8 @@ pub fn build(cfg: &ExperimentConfig) -> Result<(MultiTaskModel, FreezePlan)> {
     tch::manual_seed(cfg.seed as i64);
     let model = MultiTaskModel::build(cfg, parse_device(&cfg.device)?)?;
     let groups = model.groups();
-    let plan = FreezePlan::new(cfg, &groups, model.sentence.encoder.num_layers)?;
-    plan.apply(&groups);
+    let plan = FreezePlan::new(cfg, &groups, model.sentence.encoder.num_layers as usize)?;
+    plan.apply(&groups)?;
     Ok((model, plan))
 }
 
@@ -65,7 +65,7 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
         "run {} ({scenario}) on {}\n{}",
         cfg.name,
         describe(model.sentence.device),
-        groups_table(&groups, &plan)
+        groups_table(&groups, &plan)?
     );
 
     let tok = &model.sentence.tokenizer;
@@ -98,20 +98,18 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
     std::fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
     std::fs::write(work.join("config.yaml"), serde_yaml::to_string(cfg)?)?;
 
-    let frozen = Snapshot::take(groups.iter().filter(|g| !plan.is_trainable(&g.name)));
+    let frozen = Snapshot::take(plan.select(&groups, false)?);
     let mut writer = MetricsWriter::create(&work.join("metrics.csv"))?;
     let mut trainer = Trainer::new(&model, &plan, &tasks, &cfg.train, &cfg.name, &scenario, cfg.seed);
     if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
         trainer.cache_features()?;
     }
-    trainer.fit(&mut writer)?;
-    let (steps, examples_seen, train_s, features_cached) = (
-        trainer.step,
-        trainer.examples_seen,
-        trainer.train_s,
-        trainer.features_cached(),
-    );
-    drop(trainer);
+    let FitStats {
+        steps,
+        examples_seen,
+        train_s,
+        features_cached,
+    } = trainer.fit(&mut writer)?;
 
     let changed = frozen.changed(&groups);
     let mut final_metrics = BTreeMap::new();
@@ -125,7 +123,7 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
             },
         );
     }
-    let infos = group_infos(&groups, &plan);
+    let infos = group_infos(&groups, &plan)?;
     let summary = Summary {
         run: cfg.name.clone(),
         scenario,

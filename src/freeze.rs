@@ -3,84 +3,110 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use crate::config::{ExperimentConfig, FrozenTaskLoss, Scenario};
-use crate::model::ParamGroup;
+use crate::group::{Group, ParamGroup};
 
-/// Trainable or not, for every group of the model.
+/// Trainable or not, for every group of one model. Asking about a group the model does not have is an
+/// error: a typo must never read as "frozen".
 #[derive(Debug, Clone)]
 pub struct FreezePlan {
-    pub trainable: BTreeMap<String, bool>,
+    trainable: BTreeMap<Group, bool>,
     /// tasks whose batches are not trained on (frozen head with frozen_task_loss: ignore)
-    pub ignored_tasks: Vec<String>,
+    ignored_tasks: Vec<String>,
+}
+
+/// Whether `group` trains under `scenario`, with the top `top` of `num_layers` layers unfrozen.
+fn decide(group: &Group, scenario: &Scenario, top: Option<usize>, num_layers: usize) -> bool {
+    match group {
+        Group::Head(task) => match scenario {
+            Scenario::All => false,
+            Scenario::Head(t) => t != task,
+            Scenario::None | Scenario::Backbone => true,
+        },
+        // the sentence vector comes from pooling token states, so BERT's pooler gets no gradient;
+        // freezing it keeps weight decay from shrinking it for nothing
+        Group::Pooler => false,
+        Group::Layer(n) if top.is_some() => *n + top.unwrap_or(0) >= num_layers,
+        Group::Embeddings if top.is_some() => false,
+        Group::Layer(_) | Group::Embeddings => matches!(scenario, Scenario::None | Scenario::Head(_)),
+    }
 }
 
 impl FreezePlan {
-    pub fn new(cfg: &ExperimentConfig, groups: &[ParamGroup], num_layers: i64) -> Result<Self> {
-        let scenario = cfg.scenario()?;
+    pub fn new(cfg: &ExperimentConfig, groups: &[ParamGroup], num_layers: usize) -> Result<Self> {
+        let scenario = &cfg.freeze.scenario;
         let top = cfg.freeze.unfreeze_top_layers;
         if let Some(k) = top {
-            if k == 0 || k as i64 > num_layers {
+            if k == 0 || k > num_layers {
                 bail!("freeze.unfreeze_top_layers is {k} but the encoder has {num_layers} layers");
             }
         }
-        let mut trainable = BTreeMap::new();
-        let mut ignored_tasks = Vec::new();
-        for g in groups {
-            let on = if let Some(task) = g.name.strip_prefix("head:") {
-                match &scenario {
-                    Scenario::All => false,
-                    Scenario::Head(t) => t != task,
-                    Scenario::None | Scenario::Backbone => true,
-                }
-            } else if g.name == "pooler" {
-                // the sentence vector comes from pooling token states, so BERT's pooler gets no gradient;
-                // freezing it keeps weight decay from shrinking it for nothing
-                false
-            } else if let Some(k) = top {
-                let first = num_layers - k as i64;
-                g.name
-                    .strip_prefix("layer.")
-                    .and_then(|n| n.parse::<i64>().ok())
-                    .is_some_and(|n| n >= first)
-            } else {
-                matches!(scenario, Scenario::None | Scenario::Head(_))
-            };
-            trainable.insert(g.name.clone(), on);
-        }
-        if let Scenario::Head(t) = &scenario {
-            if cfg.freeze.frozen_task_loss == FrozenTaskLoss::Ignore {
-                ignored_tasks.push(t.clone());
-            }
-        }
+        let trainable = groups
+            .iter()
+            .map(|g| (g.group.clone(), decide(&g.group, scenario, top, num_layers)))
+            .collect();
+        let ignored_tasks = match scenario {
+            Scenario::Head(t) if cfg.freeze.frozen_task_loss == FrozenTaskLoss::Ignore => vec![t.clone()],
+            _ => Vec::new(),
+        };
         Ok(FreezePlan {
             trainable,
             ignored_tasks,
         })
     }
 
-    pub fn is_trainable(&self, group: &str) -> bool {
-        self.trainable.get(group).copied().unwrap_or(false)
+    /// Whether `group` trains; an unknown group is an error.
+    pub fn trains(&self, group: &Group) -> Result<bool> {
+        self.trainable
+            .get(group)
+            .copied()
+            .with_context(|| format!("parameter group `{group}` is not in the model"))
+    }
+
+    pub fn head_trains(&self, task: &str) -> Result<bool> {
+        self.trains(&Group::Head(task.to_string()))
+    }
+
+    pub fn layer_trains(&self, n: usize) -> Result<bool> {
+        self.trains(&Group::Layer(n))
+    }
+
+    /// Whether the task's batches are left out of training (its head frozen, `frozen_task_loss: ignore`).
+    pub fn task_ignored(&self, task: &str) -> bool {
+        self.ignored_tasks.iter().any(|t| t == task)
     }
 
     /// Any encoder group trains (then the encoder runs in train mode with a graph).
     pub fn encoder_trains(&self) -> bool {
-        self.trainable.iter().any(|(g, on)| *on && !g.starts_with("head:"))
+        self.trainable.iter().any(|(g, on)| *on && !g.is_head())
     }
 
     pub fn anything_trains(&self) -> bool {
         self.trainable.values().any(|on| *on)
     }
 
-    pub fn apply(&self, groups: &[ParamGroup]) {
+    /// The groups of `groups` that train (or, with `false`, that are frozen).
+    pub fn select<'a>(&self, groups: &'a [ParamGroup], trainable: bool) -> Result<Vec<&'a ParamGroup>> {
+        let mut out = Vec::new();
         for g in groups {
-            let on = self.is_trainable(&g.name);
+            if self.trains(&g.group)? == trainable {
+                out.push(g);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn apply(&self, groups: &[ParamGroup]) -> Result<()> {
+        for g in groups {
+            let on = self.trains(&g.group)?;
             for (_, t) in &g.vars {
                 let _ = t.set_requires_grad(on);
             }
         }
+        Ok(())
     }
 }
 
@@ -113,7 +139,7 @@ impl Snapshot {
             .collect();
         self.0
             .iter()
-            .filter(|(n, old)| now.get(n.as_str()).map_or(true, |t| !bit_equal(t, old)))
+            .filter(|(n, old)| now.get(n.as_str()).is_none_or(|t| !bit_equal(t, old)))
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -124,5 +150,25 @@ impl Snapshot {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_layers_and_scenarios_decide_groups() {
+        let head = |t: &str| Group::Head(t.into());
+        let s = Scenario::Head("a".into());
+        assert!(!decide(&head("a"), &s, None, 6) && decide(&head("b"), &s, None, 6));
+        assert!(decide(&Group::Layer(0), &s, None, 6) && !decide(&Group::Pooler, &s, None, 6));
+        assert!(!decide(&Group::Layer(0), &Scenario::Backbone, None, 6));
+        let top2: Vec<bool> = (0..6)
+            .map(|n| decide(&Group::Layer(n), &Scenario::None, Some(2), 6))
+            .collect();
+        assert_eq!(top2, [false, false, false, false, true, true]);
+        assert!(!decide(&Group::Embeddings, &Scenario::None, Some(2), 6));
+        assert!(!decide(&head("a"), &Scenario::All, None, 6));
     }
 }

@@ -28,10 +28,10 @@ impl Head {
         let n = num_labels as i64;
         let layers = match cfg {
             HeadConfig::Linear => Layers::Linear(nn::linear(&root / "out", in_dim, n, Default::default())),
-            HeadConfig::Mlp { hidden, dropout } => Layers::Mlp {
-                hidden: nn::linear(&root / "hidden", in_dim, *hidden, Default::default()),
-                out: nn::linear(&root / "out", *hidden, n, Default::default()),
-                dropout: *dropout,
+            HeadConfig::Mlp(m) => Layers::Mlp {
+                hidden: nn::linear(&root / "hidden", in_dim, m.hidden, Default::default()),
+                out: nn::linear(&root / "out", m.hidden, n, Default::default()),
+                dropout: m.dropout,
             },
         };
         Head {

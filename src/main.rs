@@ -1,3 +1,5 @@
+//! The `harness` binary: runs the CLI and turns any error into one `error:` line and exit code 2.
+
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

@@ -1,11 +1,12 @@
-//! The multi-task model: one shared sentence encoder, one head per task, and the named parameter
-//! groups that freezing, reporting and checkpoints work on.
+//! The multi-task model: one shared sentence encoder, one head per task, the parameter groups that
+//! freezing, reporting and checkpoints work on, and prediction with trained heads.
 
-use anyhow::Result;
-use tch::{Device, Tensor};
+use anyhow::{bail, Result};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
 
-use crate::config::ExperimentConfig;
-use crate::encoder::Encoder;
+use crate::config::{ExperimentConfig, TaskConfig};
+use crate::group::{Group, ParamGroup};
 use crate::heads::Head;
 use crate::sentence::{SentenceEncoder, SentenceOptions};
 
@@ -14,16 +15,20 @@ pub struct MultiTaskModel {
     pub heads: Vec<Head>,
 }
 
-/// A named set of variables: `embeddings`, `layer.N`, `pooler`, or `head:<task>`.
-pub struct ParamGroup {
-    pub name: String,
-    pub vars: Vec<(String, Tensor)>,
+/// One task's answer for one sentence: the most probable label and the whole distribution.
+#[derive(Debug, Clone)]
+pub struct TaskPrediction {
+    pub task: String,
+    pub label: String,
+    /// (label name, probability) in class order
+    pub probabilities: Vec<(String, f64)>,
 }
 
-impl ParamGroup {
-    pub fn numel(&self) -> i64 {
-        self.vars.iter().map(|(_, t)| t.numel() as i64).sum()
-    }
+/// Every task's answer for one sentence.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    pub text: String,
+    pub tasks: Vec<TaskPrediction>,
 }
 
 impl MultiTaskModel {
@@ -48,38 +53,91 @@ impl MultiTaskModel {
         &self.heads[task]
     }
 
-    /// Groups in a stable order: embeddings, layer.0.., pooler, then heads in task order. Variable names
+    /// Groups in `Group` order: embeddings, layers, pooler, then heads in task order. Variable names
     /// inside a head group are prefixed with `head:<task>/` so that names are unique across VarStores.
     pub fn groups(&self) -> Vec<ParamGroup> {
         let mut enc: Vec<(String, Tensor)> = self.sentence.encoder.vs.variables().into_iter().collect();
         enc.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut names: Vec<String> = vec!["embeddings".into()];
-        names.extend((0..self.sentence.encoder.num_layers).map(|i| format!("layer.{i}")));
-        names.push("pooler".into());
-        let mut groups: Vec<ParamGroup> = names
-            .into_iter()
-            .map(|name| {
-                let vars = enc
-                    .iter()
-                    .filter(|(n, _)| Encoder::group_of(n) == name)
-                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
-                    .collect();
-                ParamGroup { name, vars }
-            })
-            .filter(|g| !g.vars.is_empty())
-            .collect();
+        let mut groups: Vec<ParamGroup> = Vec::new();
+        for (name, t) in enc {
+            let group = Group::of_encoder_var(&name);
+            match groups.iter_mut().find(|g| g.group == group) {
+                Some(g) => g.vars.push((name, t)),
+                None => groups.push(ParamGroup {
+                    group,
+                    vars: vec![(name, t)],
+                }),
+            }
+        }
+        groups.sort_by(|a, b| a.group.cmp(&b.group));
         for h in &self.heads {
+            let group = Group::Head(h.task.clone());
             let mut vars: Vec<(String, Tensor)> =
                 h.vs.variables()
                     .into_iter()
-                    .map(|(n, t)| (format!("head:{}/{n}", h.task), t))
+                    .map(|(n, t)| (format!("{group}/{n}"), t))
                     .collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
-            groups.push(ParamGroup {
-                name: format!("head:{}", h.task),
-                vars,
-            });
+            groups.push(ParamGroup { group, vars });
         }
         groups
+    }
+
+    /// Every task's label distribution for each sentence. `tasks` are the configs the heads were built
+    /// from (for the label names). A non-finite probability (a diverged model) is an error.
+    pub fn predict(&self, tasks: &[TaskConfig], texts: &[String]) -> Result<Vec<Prediction>> {
+        let feats = self.sentence.encode(texts, 64, false)?.to_device(self.sentence.device);
+        let mut out = Vec::with_capacity(texts.len());
+        for (i, text) in texts.iter().enumerate() {
+            let x = feats.get(i as i64).unsqueeze(0);
+            let mut preds = Vec::with_capacity(self.heads.len());
+            for (h, t) in self.heads.iter().zip(tasks) {
+                let probs: Vec<f64> = tch::no_grad(|| h.forward_t(&x, false).softmax(-1, Kind::Double))
+                    .view([-1])
+                    .try_into()?;
+                if probs.iter().any(|p| !p.is_finite()) {
+                    bail!(
+                        "task `{}`: the model gives non-finite probabilities (did training diverge?)",
+                        t.name
+                    );
+                }
+                let names = t.label_names();
+                let best = probs
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(i, _)| i);
+                preds.push(TaskPrediction {
+                    task: t.name.clone(),
+                    label: names[best].clone(),
+                    probabilities: names.into_iter().zip(probs).collect(),
+                });
+            }
+            out.push(Prediction {
+                text: text.clone(),
+                tasks: preds,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Prediction {
+    /// `{"text": ..., "tasks": {task: {"label": ..., "probabilities": {label: p}}}}`, probabilities rounded
+    /// to 4 decimals, tasks and labels in config order.
+    pub fn to_json(&self) -> serde_json::Value {
+        let tasks: serde_json::Map<String, serde_json::Value> = self
+            .tasks
+            .iter()
+            .map(|t| {
+                let probs: serde_json::Map<String, serde_json::Value> = t
+                    .probabilities
+                    .iter()
+                    .map(|(n, p)| (n.clone(), json!((p * 1e4).round() / 1e4)))
+                    .collect();
+                (t.task.clone(), json!({ "label": t.label, "probabilities": probs }))
+            })
+            .collect();
+        json!({ "text": self.text, "tasks": tasks })
     }
 }

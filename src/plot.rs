@@ -1,12 +1,12 @@
 //! Eval-accuracy curves, one panel per task, drawn with plotters.
 //!
-//! Text is rendered with a DejaVu Sans font compiled into the binary (plotters'
-//! `ab_glyph` feature) so that neither building nor running needs fontconfig.
+//! The plot is drawn once as SVG; the PNG is that SVG rasterised by resvg. Text uses DejaVu Sans compiled
+//! into the binary (plotters' `ab_glyph` feature lays it out, resvg draws it), so neither building nor
+//! running needs fontconfig or system fonts.
 
 use std::path::Path;
 use std::sync::OnceLock;
 
-use ab_glyph::FontRef;
 use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -52,122 +52,39 @@ const COLORS: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 
-/// DejaVu Sans regular and bold, registered with plotters on first use.
-fn fonts() -> &'static [FontRef<'static>; 2] {
-    static FONTS: OnceLock<[FontRef<'static>; 2]> = OnceLock::new();
-    FONTS.get_or_init(|| {
-        let styles = [
-            (FontStyle::Normal, dejavu::sans::regular()),
-            (FontStyle::Bold, dejavu::sans::bold()),
-        ];
-        styles.map(|(style, bytes)| {
+/// DejaVu Sans regular and bold: registered with plotters on first use (it lays text out with them), and
+/// given to the SVG rasteriser as its only fonts.
+fn fonts() -> [&'static [u8]; 2] {
+    static REGISTERED: OnceLock<()> = OnceLock::new();
+    let fonts = [dejavu::sans::regular(), dejavu::sans::bold()];
+    REGISTERED.get_or_init(|| {
+        for (style, bytes) in [(FontStyle::Normal, fonts[0]), (FontStyle::Bold, fonts[1])] {
             // The bytes are a known-good TTF, so failure here is a build defect.
             assert!(
                 register_font(FONT, style, bytes).is_ok(),
                 "bundled DejaVu Sans is not a valid font"
             );
-            FontRef::try_from_slice(bytes).expect("bundled DejaVu Sans is not a valid font")
-        })
-    })
+        }
+    });
+    fonts
 }
 
-mod png {
-    use ab_glyph::{point, Font, ScaleFont};
-    use plotters::prelude::{BitMapBackend, DrawingBackend};
-    use plotters_backend::text_anchor::{HPos, VPos};
-    use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind, FontStyle};
-
-    use super::fonts;
-
-    /// BitMapBackend with its own glyph placement: plotters 0.3.7's ab_glyph
-    /// renderer drops each glyph's side bearing and rounds every advance, which
-    /// leaves visibly uneven letter spacing. Layout boxes still come from plotters,
-    /// so text lands where its layout expects it.
-    pub(super) struct Png<'a>(pub BitMapBackend<'a>);
-
-    type PngResult = Result<(), DrawingErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>>;
-
-    impl DrawingBackend for Png<'_> {
-        type ErrorType = <BitMapBackend<'static> as DrawingBackend>::ErrorType;
-
-        fn get_size(&self) -> (u32, u32) {
-            self.0.get_size()
-        }
-        fn ensure_prepared(&mut self) -> PngResult {
-            self.0.ensure_prepared()
-        }
-        fn present(&mut self) -> PngResult {
-            self.0.present()
-        }
-        fn draw_pixel(&mut self, p: BackendCoord, c: BackendColor) -> PngResult {
-            self.0.draw_pixel(p, c)
-        }
-        fn draw_line<S: BackendStyle>(&mut self, a: BackendCoord, b: BackendCoord, s: &S) -> PngResult {
-            self.0.draw_line(a, b, s)
-        }
-        fn draw_rect<S: BackendStyle>(&mut self, a: BackendCoord, b: BackendCoord, s: &S, fill: bool) -> PngResult {
-            self.0.draw_rect(a, b, s, fill)
-        }
-        fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, p: I, s: &S) -> PngResult {
-            self.0.draw_path(p, s)
-        }
-        fn draw_circle<S: BackendStyle>(&mut self, c: BackendCoord, r: u32, s: &S, fill: bool) -> PngResult {
-            self.0.draw_circle(c, r, s, fill)
-        }
-        fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, v: I, s: &S) -> PngResult {
-            self.0.fill_polygon(v, s)
-        }
-        fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> PngResult {
-            self.0.blit_bitmap(pos, size, src)
-        }
-
-        fn draw_text<S: BackendTextStyle>(&mut self, text: &str, style: &S, pos: BackendCoord) -> PngResult {
-            let color = style.color();
-            if color.alpha == 0.0 {
-                return Ok(());
-            }
-            let ((x0, y0), (x1, y1)) = style
-                .layout_box(text)
-                .map_err(|e| DrawingErrorKind::FontError(Box::new(e)))?;
-            let dx = match style.anchor().h_pos {
-                HPos::Left => 0,
-                HPos::Right => x0 - x1,
-                HPos::Center => (x0 - x1) / 2,
-            } - x0;
-            let dy = match style.anchor().v_pos {
-                VPos::Top => 0,
-                VPos::Center => (y0 - y1) / 2,
-                VPos::Bottom => y0 - y1,
-            } - y0;
-            let font = &fonts()[matches!(style.style(), FontStyle::Bold) as usize];
-            let font = font.as_scaled(style.size() as f32);
-            let (trans, (w, h)) = (style.transform(), self.get_size());
-            // Baseline half a size below the top, as plotters' own renderer puts it.
-            let (mut caret, baseline, mut prev) = (0.0, style.size() as f32 / 2.0, None);
-            for c in text.chars() {
-                let id = font.glyph_id(c);
-                caret += prev.map_or(0.0, |p| font.kern(p, id));
-                prev = Some(id);
-                let glyph = id.with_scale_and_position(font.scale(), point(caret, baseline));
-                caret += font.h_advance(id);
-                let Some(outline) = font.outline_glyph(glyph) else {
-                    continue;
-                };
-                let min = outline.px_bounds().min;
-                let mut result = Ok(());
-                outline.draw(|gx, gy, coverage| {
-                    let (x, y) = trans.transform(min.x as i32 + gx as i32 + dx, min.y as i32 + gy as i32 + dy);
-                    let (x, y) = (pos.0 + x, pos.1 + y);
-                    if result.is_ok() && (0..w as i32).contains(&x) && (0..h as i32).contains(&y) {
-                        let alpha = color.alpha * f64::from(coverage);
-                        result = self.0.draw_pixel((x, y), BackendColor { alpha, rgb: color.rgb });
-                    }
-                });
-                result?;
-            }
-            Ok(())
-        }
+/// The PNG is the SVG rasterised by resvg: plotters' own bitmap text drops glyph side bearings and rounds
+/// advances (uneven letter spacing), while resvg shapes text properly.
+fn svg_to_png(svg: &str, path: &Path) -> Result<()> {
+    let mut opt = resvg::usvg::Options::default();
+    let db = opt.fontdb_mut();
+    for bytes in fonts() {
+        db.load_font_data(bytes.to_vec());
     }
+    db.set_sans_serif_family("DejaVu Sans");
+    let tree = resvg::usvg::Tree::from_str(svg, &opt).context("plot SVG does not parse")?;
+    let size = tree.size().to_int_size();
+    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).context("empty plot")?;
+    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
+    pixmap
+        .save_png(path)
+        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn color(i: usize) -> RGBColor {
@@ -196,17 +113,19 @@ pub fn plot_curves(runs: &[RunCurve], path: &Path) -> Result<()> {
         .and_then(|e| e.to_str())
         .unwrap_or("")
         .to_ascii_lowercase();
-    let drawn = match ext.as_str() {
-        "png" => draw(
-            png::Png(BitMapBackend::new(path, size)).into_drawing_area(),
-            runs,
-            &tasks,
-            &legend,
-        ),
-        "svg" => draw(SVGBackend::new(path, size).into_drawing_area(), runs, &tasks, &legend),
+    let mut svg = String::new();
+    draw(
+        SVGBackend::with_string(&mut svg, size).into_drawing_area(),
+        runs,
+        &tasks,
+        &legend,
+    )
+    .with_context(|| format!("cannot draw {}", path.display()))?;
+    match ext.as_str() {
+        "png" => svg_to_png(&svg, path),
+        "svg" => std::fs::write(path, svg).with_context(|| format!("{}: cannot write", path.display())),
         _ => bail!("{}: unsupported plot format, use .png or .svg", path.display()),
-    };
-    drawn.with_context(|| format!("cannot draw {}", path.display()))
+    }
 }
 
 struct LegendEntry {

@@ -6,11 +6,10 @@ use std::fs::File;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::freeze::FreezePlan;
-use crate::model::ParamGroup;
+use crate::group::{Group, ParamGroup};
 
 pub const METRICS_HEADER: [&str; 11] = [
     "run",
@@ -103,35 +102,35 @@ pub struct Summary {
     pub complete: bool,
 }
 
-pub fn group_infos(groups: &[ParamGroup], plan: &FreezePlan) -> BTreeMap<String, GroupInfo> {
+pub fn group_infos(groups: &[ParamGroup], plan: &FreezePlan) -> Result<BTreeMap<String, GroupInfo>> {
     groups
         .iter()
         .map(|g| {
-            (
-                g.name.clone(),
+            Ok((
+                g.group.to_string(),
                 GroupInfo {
                     params: g.numel(),
-                    trainable: plan.is_trainable(&g.name),
+                    trainable: plan.trains(&g.group)?,
                 },
-            )
+            ))
         })
         .collect()
 }
 
 /// The table `harness inspect` prints and every run logs.
-pub fn groups_table(groups: &[ParamGroup], plan: &FreezePlan) -> String {
+pub fn groups_table(groups: &[ParamGroup], plan: &FreezePlan) -> Result<String> {
     let mut s = format!("{:<24} {:>12}  {}\n", "group", "params", "trainable");
     let (mut total, mut trainable) = (0i64, 0i64);
     for g in groups {
-        let on = plan.is_trainable(&g.name);
-        let note = if g.name == "pooler" {
+        let on = plan.trains(&g.group)?;
+        let note = if g.group == Group::Pooler {
             "  (unused by pooling)"
         } else {
             ""
         };
+        let name = g.group.to_string();
         s.push_str(&format!(
-            "{:<24} {:>12}  {}{note}\n",
-            g.name,
+            "{name:<24} {:>12}  {}{note}\n",
             g.numel(),
             if on { "yes" } else { "no" }
         ));
@@ -144,16 +143,5 @@ pub fn groups_table(groups: &[ParamGroup], plan: &FreezePlan) -> String {
         "{:<24} {:>12}\n{:<24} {:>12}\n",
         "total", total, "trainable", trainable
     ));
-    s
-}
-
-/// A progress bar on stderr (hidden when stderr is not a terminal): `{label} [bar] pos/len [time] {msg}`.
-pub fn progress_bar(len: u64, label: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} {bar:30} {pos}/{len} [{elapsed_precise}<{eta_precise}] {msg}")
-            .expect("static template"),
-    );
-    bar.set_prefix(label.to_string());
-    bar
+    Ok(s)
 }

@@ -5,9 +5,10 @@ use anyhow::Result;
 use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
-use crate::encoder::{Encoder, ModelFolder};
+use crate::encoder::Encoder;
+use crate::model_folder::ModelFolder;
 use crate::pooling::{l2_normalize, pool, Pooling};
-use crate::report::progress_bar;
+use crate::progress::progress_bar;
 use crate::tokenizer::{length_sorted_batches, Batch, TextTokenizer};
 
 /// How to turn token states into a sentence vector; unset fields take the model folder's defaults.

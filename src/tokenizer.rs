@@ -5,7 +5,7 @@ use rust_tokenizers::tokenizer::{BertTokenizer, Tokenizer, TruncationStrategy};
 use rust_tokenizers::vocab::Vocab;
 use tch::{Device, Tensor};
 
-use crate::encoder::ModelFolder;
+use crate::model_folder::ModelFolder;
 
 pub struct TextTokenizer {
     inner: BertTokenizer,
@@ -43,9 +43,9 @@ impl TextTokenizer {
         let mut mask = Vec::with_capacity(seqs.len() * width);
         for s in seqs {
             ids.extend_from_slice(s);
-            ids.extend(std::iter::repeat(self.pad_id).take(width - s.len()));
-            mask.extend(std::iter::repeat(1i64).take(s.len()));
-            mask.extend(std::iter::repeat(0i64).take(width - s.len()));
+            ids.extend(std::iter::repeat_n(self.pad_id, width - s.len()));
+            mask.extend(std::iter::repeat_n(1i64, s.len()));
+            mask.extend(std::iter::repeat_n(0i64, width - s.len()));
         }
         let shape = [seqs.len() as i64, width as i64];
         Batch {

@@ -14,7 +14,8 @@ use crate::config::{Sampling, TrainConfig};
 use crate::freeze::FreezePlan;
 use crate::metrics::{accuracy, macro_f1};
 use crate::model::MultiTaskModel;
-use crate::report::{progress_bar, MetricRow, MetricsWriter};
+use crate::progress::progress_bar;
+use crate::report::{MetricRow, MetricsWriter};
 use crate::tokenizer::length_sorted_batches;
 
 /// One task's tokenised data.
@@ -62,10 +63,36 @@ pub struct Trainer<'a> {
     scenario: String,
     rng: StdRng,
     cache: Option<Vec<CachedFeatures>>,
-    pub step: usize,
-    pub examples_seen: usize,
-    pub train_s: f64,
+    step: usize,
+    examples_seen: usize,
+    train_s: f64,
     start: Instant,
+}
+
+/// What `Trainer::fit` did, for the run summary.
+#[derive(Debug, Clone, Copy)]
+pub struct FitStats {
+    pub steps: usize,
+    pub examples_seen: usize,
+    /// seconds spent in training steps (and in encoding the train set for cached features)
+    pub train_s: f64,
+    pub features_cached: bool,
+}
+
+/// The optimizers of the trainable VarStores and the tensors whose gradients are clipped together.
+struct Optimizers {
+    opts: Vec<Opt>,
+    params: Vec<Tensor>,
+}
+
+/// The learning-rate multiplier at `step` (0-based) of `total`: linear warmup over `warmup` steps, then
+/// linear decay to 0 at `total`.
+pub fn lr_factor(step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        (step + 1) as f64 / warmup as f64
+    } else {
+        ((total - step) as f64 / (total - warmup).max(1) as f64).max(0.0)
+    }
 }
 
 /// Training batches of one task for one epoch: shuffled, then bucketed by length within pools of
@@ -184,10 +211,6 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    pub fn features_cached(&self) -> bool {
-        self.cache.is_some()
-    }
-
     /// Sentence vectors for examples `idx` of one split of one task.
     fn features(&self, task: usize, split: Split, idx: &[usize], train: bool) -> Result<Tensor> {
         let s = &self.model.sentence;
@@ -237,9 +260,10 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// Loss, accuracy and macro-F1 of every task on its eval file.
-    pub fn evaluate(&self, epoch: usize, writer: &mut MetricsWriter) -> Result<()> {
+    /// Loss, accuracy and macro-F1 of every task on its eval file; the rows go to `sink` and back.
+    pub fn evaluate(&self, epoch: usize, sink: &mut MetricsWriter) -> Result<Vec<MetricRow>> {
         let bar = progress_bar(self.tasks.iter().map(|t| t.eval_ids.len() as u64).sum(), "eval");
+        let mut rows = Vec::new();
         for (ti, t) in self.tasks.iter().enumerate() {
             bar.set_message(t.name.clone());
             let lengths: Vec<usize> = t.eval_ids.iter().map(Vec::len).collect();
@@ -262,31 +286,33 @@ impl<'a> Trainer<'a> {
                 }
                 Ok(())
             })?;
-            writer.write(self.row(
+            let row = self.row(
                 epoch,
                 ti,
                 "eval",
                 loss_sum / lengths.len() as f64,
                 &preds,
                 &t.eval_labels,
-            ))?;
+            );
+            sink.write(row.clone())?;
+            rows.push(row);
         }
         bar.finish_and_clear();
-        Ok(())
+        Ok(rows)
     }
 
     /// Tasks whose batches train something: not ignored, and with a trainable head or encoder.
-    fn trained_tasks(&self) -> Vec<bool> {
+    fn trained_tasks(&self) -> Result<Vec<bool>> {
         self.tasks
             .iter()
             .map(|t| {
-                !self.plan.ignored_tasks.contains(&t.name)
-                    && (self.plan.encoder_trains() || self.plan.is_trainable(&format!("head:{}", t.name)))
+                Ok(!self.plan.task_ignored(&t.name)
+                    && (self.plan.encoder_trains() || self.plan.head_trains(&t.name)?))
             })
             .collect()
     }
 
-    fn optimizers(&self) -> Result<Vec<Opt>> {
+    fn optimizers(&self) -> Result<Optimizers> {
         let adamw = nn::AdamW {
             beta1: 0.9,
             beta2: 0.999,
@@ -296,20 +322,28 @@ impl<'a> Trainer<'a> {
         };
         let mut opts = Vec::new();
         if self.plan.encoder_trains() {
+            let opt = adamw.build(&self.model.sentence.encoder.vs, self.cfg.lr_encoder)?;
             opts.push(Opt {
-                opt: adamw.build(&self.model.sentence.encoder.vs, self.cfg.lr_encoder)?,
+                opt,
                 base_lr: self.cfg.lr_encoder,
             });
         }
         for h in &self.model.heads {
-            if self.plan.is_trainable(&format!("head:{}", h.task)) {
+            if self.plan.head_trains(&h.task)? {
                 opts.push(Opt {
                     opt: adamw.build(&h.vs, self.cfg.lr_heads)?,
                     base_lr: self.cfg.lr_heads,
                 });
             }
         }
-        Ok(opts)
+        let groups = self.model.groups();
+        let params = self
+            .plan
+            .select(&groups, true)?
+            .into_iter()
+            .flat_map(|g| g.vars.iter().map(|(_, t)| t.shallow_clone()))
+            .collect();
+        Ok(Optimizers { opts, params })
     }
 
     /// Clips the gradient norm over every trainable tensor together, as torch's clip_grad_norm_ does
@@ -333,22 +367,105 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
-    /// Evaluates before training (epoch 0), trains, and evaluates at each epoch end.
-    pub fn fit(&mut self, writer: &mut MetricsWriter) -> Result<()> {
-        self.evaluate(0, writer)?;
-        let trained = self.trained_tasks();
+    /// The batches of one epoch, in visiting order: each trained task's batches, mixed by the sampling.
+    fn epoch_plan(&mut self, trained: &[bool]) -> Vec<(usize, Vec<usize>)> {
+        let bs = self.cfg.batch_size;
+        let per_task: Vec<Vec<Vec<usize>>> = self
+            .tasks
+            .iter()
+            .zip(trained)
+            .map(|(t, on)| {
+                let lengths: Vec<usize> = t.train_ids.iter().map(Vec::len).collect();
+                if *on {
+                    bucketed_batches(&lengths, bs, &mut self.rng)
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        schedule(per_task, self.cfg.sampling, self.cfg.temperature, &mut self.rng)
+    }
+
+    /// One optimisation step on batch `idx` of `task` at learning-rate multiplier `factor`; returns the
+    /// batch's mean loss.
+    fn step(
+        &mut self,
+        opt: &mut Optimizers,
+        task: usize,
+        idx: &[usize],
+        factor: f64,
+        st: &mut EpochStats,
+    ) -> Result<f64> {
+        let t0 = Instant::now();
+        for o in opt.opts.iter_mut() {
+            o.opt.set_lr(o.base_lr * factor);
+        }
+        let head = self.model.head(task);
+        let head_trains = self.plan.head_trains(&head.task)?;
+        let logits = head.forward_t(&self.features(task, Split::Train, idx, true)?, head_trains);
+        let labels = self.labels(task, Split::Train, idx);
+        let loss = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0);
+        for o in opt.opts.iter_mut() {
+            o.opt.zero_grad();
+        }
+        (&loss * self.tasks[task].loss_weight).backward();
+        self.clip(&opt.params)?;
+        for o in opt.opts.iter_mut() {
+            o.opt.step();
+        }
+        let lv = loss.double_value(&[]);
+        let p: Vec<i64> = logits.argmax(-1, false).to_device(tch::Device::Cpu).try_into()?;
+        st.loss_sum += lv * idx.len() as f64;
+        st.preds.extend(p);
+        st.gold.extend(idx.iter().map(|&i| self.tasks[task].train_labels[i]));
+        self.step += 1;
+        self.examples_seen += idx.len();
+        self.train_s += t0.elapsed().as_secs_f64();
+        Ok(lv)
+    }
+
+    /// Training rows of the epoch, then evaluation, then one line on stderr.
+    fn end_epoch(&self, epoch: usize, stats: &[EpochStats], sink: &mut MetricsWriter) -> Result<()> {
+        for (ti, st) in stats.iter().enumerate() {
+            if !st.gold.is_empty() {
+                sink.write(self.row(
+                    epoch,
+                    ti,
+                    "train",
+                    st.loss_sum / st.gold.len() as f64,
+                    &st.preds,
+                    &st.gold,
+                ))?;
+            }
+        }
+        let rows = self.evaluate(epoch, sink)?;
+        let line: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} acc {:.4} f1 {:.4}", r.task, r.accuracy, r.macro_f1))
+            .collect();
+        eprintln!("epoch {epoch}/{}: {}", self.cfg.epochs, line.join(", "));
+        Ok(())
+    }
+
+    fn stats(&self) -> FitStats {
+        FitStats {
+            steps: self.step,
+            examples_seen: self.examples_seen,
+            train_s: self.train_s,
+            features_cached: self.cache.is_some(),
+        }
+    }
+
+    /// Evaluates before training (epoch 0), trains, and evaluates at each epoch end. Metric rows go to
+    /// `sink` as they are made, so an interrupted run keeps what it measured.
+    pub fn fit(mut self, sink: &mut MetricsWriter) -> Result<FitStats> {
+        self.evaluate(0, sink)?;
+        let trained = self.trained_tasks()?;
         if !self.plan.anything_trains() || !trained.contains(&true) {
             eprintln!("nothing to train in this scenario: evaluated once, no optimizer built");
-            return Ok(());
+            return Ok(self.stats());
         }
-        let mut opts = self.optimizers()?;
-        let params: Vec<Tensor> = self
-            .model
-            .groups()
-            .into_iter()
-            .filter(|g| self.plan.is_trainable(&g.name))
-            .flat_map(|g| g.vars.into_iter().map(|(_, t)| t))
-            .collect();
+        let mut opt = self.optimizers()?;
         let bs = self.cfg.batch_size;
         let steps_per_epoch: usize = self
             .tasks
@@ -357,94 +474,33 @@ impl<'a> Trainer<'a> {
             .filter(|(_, on)| **on)
             .map(|(t, _)| t.train_ids.len().div_ceil(bs))
             .sum();
-        let total_steps = (steps_per_epoch * self.cfg.epochs).max(1);
-        let warmup = (self.cfg.warmup_ratio * total_steps as f64).round() as usize;
-        let lr_factor = |step: usize| {
-            if step < warmup {
-                (step + 1) as f64 / warmup as f64
-            } else {
-                ((total_steps - step) as f64 / (total_steps - warmup).max(1) as f64).max(0.0)
-            }
-        };
-        let lengths: Vec<Vec<usize>> = self
-            .tasks
-            .iter()
-            .map(|t| t.train_ids.iter().map(Vec::len).collect())
-            .collect();
+        let total = (steps_per_epoch * self.cfg.epochs).max(1);
+        let warmup = (self.cfg.warmup_ratio * total as f64).round() as usize;
         for epoch in 1..=self.cfg.epochs {
-            let per_task: Vec<Vec<Vec<usize>>> = lengths
-                .iter()
-                .zip(&trained)
-                .map(|(l, on)| {
-                    if *on {
-                        bucketed_batches(l, bs, &mut self.rng)
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect();
-            let plan = schedule(per_task, self.cfg.sampling, self.cfg.temperature, &mut self.rng);
+            let plan = self.epoch_plan(&trained);
             let bar = progress_bar(plan.len() as u64, &format!("epoch {epoch}/{}", self.cfg.epochs));
             let mut stats: Vec<EpochStats> = self.tasks.iter().map(|_| EpochStats::default()).collect();
-            let epoch_start = Instant::now();
-            let mut epoch_examples = 0usize;
+            let (epoch_start, mut epoch_examples) = (Instant::now(), 0usize);
             for (task, idx) in plan {
-                let t0 = Instant::now();
-                let factor = lr_factor(self.step);
-                for o in opts.iter_mut() {
-                    o.opt.set_lr(o.base_lr * factor);
-                }
-                let head = self.model.head(task);
-                let head_trains = self.plan.is_trainable(&format!("head:{}", head.task));
-                let logits = head.forward_t(&self.features(task, Split::Train, &idx, true)?, head_trains);
-                let labels = self.labels(task, Split::Train, &idx);
-                let loss = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0);
-                for o in opts.iter_mut() {
-                    o.opt.zero_grad();
-                }
-                (&loss * self.tasks[task].loss_weight).backward();
-                self.clip(&params)?;
-                for o in opts.iter_mut() {
-                    o.opt.step();
-                }
-                let lv = loss.double_value(&[]);
-                let p: Vec<i64> = logits.argmax(-1, false).to_device(tch::Device::Cpu).try_into()?;
-                let st = &mut stats[task];
-                st.loss_sum += lv * idx.len() as f64;
-                st.preds.extend(p);
-                st.gold.extend(idx.iter().map(|&i| self.tasks[task].train_labels[i]));
-                self.step += 1;
-                self.examples_seen += idx.len();
+                let lv = self.step(
+                    &mut opt,
+                    task,
+                    &idx,
+                    lr_factor(self.step, warmup, total),
+                    &mut stats[task],
+                )?;
                 epoch_examples += idx.len();
-                self.train_s += t0.elapsed().as_secs_f64();
                 bar.inc(1);
-                bar.set_message(format!(
-                    "{} loss {lv:.4}  {:.1} ex/s",
-                    self.tasks[task].name,
-                    epoch_examples as f64 / epoch_start.elapsed().as_secs_f64()
-                ));
-                if self.cfg.eval_every_steps.is_some_and(|n| n > 0 && self.step % n == 0) {
-                    bar.suspend(|| self.evaluate(epoch, writer))?;
+                let rate = epoch_examples as f64 / epoch_start.elapsed().as_secs_f64();
+                bar.set_message(format!("{} loss {lv:.4}  {rate:.1} ex/s", self.tasks[task].name));
+                if self.cfg.eval_every_steps.is_some_and(|n| n > 0 && self.step.is_multiple_of(n)) {
+                    bar.suspend(|| self.evaluate(epoch, sink))?;
                 }
             }
             bar.finish_and_clear();
-            for (ti, st) in stats.iter().enumerate() {
-                if !st.gold.is_empty() {
-                    let loss = st.loss_sum / st.gold.len() as f64;
-                    writer.write(self.row(epoch, ti, "train", loss, &st.preds, &st.gold))?;
-                }
-            }
-            self.evaluate(epoch, writer)?;
-            let line: Vec<String> = writer
-                .rows
-                .iter()
-                .rev()
-                .take(self.tasks.len())
-                .map(|r| format!("{} acc {:.4} f1 {:.4}", r.task, r.accuracy, r.macro_f1))
-                .collect();
-            eprintln!("epoch {epoch}/{}: {}", self.cfg.epochs, line.join(", "));
+            self.end_epoch(epoch, &stats, sink)?;
         }
-        Ok(())
+        Ok(self.stats())
     }
 }
 
@@ -486,6 +542,14 @@ mod tests {
         let small = s.iter().filter(|(t, _)| *t == 1).count();
         assert_eq!(s.len(), 1000);
         assert!((400..600).contains(&small), "{small}");
+    }
+
+    #[test]
+    fn lr_warms_up_then_decays_to_zero() {
+        let f: Vec<f64> = (0..10).map(|s| lr_factor(s, 2, 10)).collect();
+        assert_eq!(f[..3], [0.5, 1.0, 1.0]);
+        assert!((f[9] - 0.125).abs() < 1e-12 && lr_factor(10, 2, 10) == 0.0);
+        assert_eq!(lr_factor(0, 0, 4), 1.0);
     }
 
     #[test]

@@ -5,7 +5,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use harness::encoder::{Encoder, ModelFolder};
+use harness::encoder::Encoder;
+use harness::model_folder::ModelFolder;
 use tch::Device;
 
 const TINY_DISTILBERT: &str = r#"{"model_type": "distilbert", "vocab_size": 30522, "dim": 16, "n_layers": 1,

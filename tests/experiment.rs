@@ -8,6 +8,7 @@ use std::path::Path;
 use common::*;
 use harness::config::ExperimentConfig;
 use harness::experiment::{self, Outcome};
+use harness::group::Group;
 use harness::model::MultiTaskModel;
 
 /// libtorch's RNG (head initialisation, dropout) is process-global: in-process runs take turns.
@@ -36,21 +37,21 @@ fn metrics(dir: &Path) -> Vec<Vec<String>> {
 }
 
 /// For every group: did any of its tensors change between `before` and `after`?
-fn changed_groups(before: &MultiTaskModel, after: &MultiTaskModel) -> Vec<(String, bool)> {
+fn changed_groups(before: &MultiTaskModel, after: &MultiTaskModel) -> Vec<(Group, bool)> {
     before
         .groups()
         .iter()
         .zip(after.groups())
         .map(|(b, a)| {
-            assert_eq!(b.name, a.name);
+            assert_eq!(b.group, a.group);
             let changed = b.vars.iter().zip(&a.vars).any(|((_, x), (_, y))| !x.equal(y));
-            (b.name.clone(), changed)
+            (b.group.clone(), changed)
         })
         .collect()
 }
 
 /// Runs a scenario and checks that exactly the groups it trains moved.
-fn check_scenario(freeze: &str, expect_trainable: &dyn Fn(&str) -> bool) -> (tempfile::TempDir, Outcome) {
+fn check_scenario(freeze: &str, expect_trainable: &dyn Fn(&Group) -> bool) -> (tempfile::TempDir, Outcome) {
     let d = tempfile::tempdir().unwrap();
     let cfg = load(d.path(), freeze, "");
     let (before, _) = experiment::build(&cfg).unwrap();
@@ -58,7 +59,7 @@ fn check_scenario(freeze: &str, expect_trainable: &dyn Fn(&str) -> bool) -> (tem
     assert!(out.summary.frozen_unchanged);
     for (group, changed) in changed_groups(&before, &out.model) {
         let want = expect_trainable(&group);
-        assert_eq!(out.plan.is_trainable(&group), want, "{freeze}: plan for {group}");
+        assert_eq!(out.plan.trains(&group).unwrap(), want, "{freeze}: plan for {group}");
         assert_eq!(changed, want, "{freeze}: group {group} changed={changed}");
     }
     (d, out)
@@ -67,13 +68,13 @@ fn check_scenario(freeze: &str, expect_trainable: &dyn Fn(&str) -> bool) -> (tem
 #[test]
 fn full_finetune_trains_everything_but_the_unused_pooler() {
     let _serial = serial();
-    check_scenario("  scenario: none", &|g| g != "pooler");
+    check_scenario("  scenario: none", &|g| *g != Group::Pooler);
 }
 
 #[test]
 fn backbone_trains_heads_only_from_cached_features() {
     let _serial = serial();
-    let (_d, out) = check_scenario("  scenario: backbone", &|g| g.starts_with("head:"));
+    let (_d, out) = check_scenario("  scenario: backbone", &|g| g.is_head());
     assert!(out.summary.features_cached);
     assert_eq!(out.summary.params_trainable, 384 * 2 + 2 + 384 * 4 + 4);
 }
@@ -81,14 +82,16 @@ fn backbone_trains_heads_only_from_cached_features() {
 #[test]
 fn one_frozen_head() {
     let _serial = serial();
-    check_scenario("  scenario: head:topic", &|g| g != "pooler" && g != "head:topic");
+    check_scenario("  scenario: head:topic", &|g| {
+        *g != Group::Pooler && *g != Group::Head("topic".into())
+    });
 }
 
 #[test]
 fn unfreeze_top_layers() {
     let _serial = serial();
     check_scenario("  scenario: backbone\n  unfreeze_top_layers: 2", &|g| {
-        g.starts_with("head:") || g == "layer.4" || g == "layer.5"
+        g.is_head() || *g == Group::Layer(4) || *g == Group::Layer(5)
     });
 }
 
@@ -123,7 +126,12 @@ fn frozen_task_loss_ignore_and_backprop_differ_as_designed() {
     assert!(h(&ignore).equal(&h(&backprop)));
     // but the encoder moved differently
     let l5 = |o: &Outcome| {
-        o.model.groups().into_iter().find(|g| g.name == "layer.5").unwrap().vars[0]
+        o.model
+            .groups()
+            .into_iter()
+            .find(|g| g.group == Group::Layer(5))
+            .unwrap()
+            .vars[0]
             .1
             .copy()
     };

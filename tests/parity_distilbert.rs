@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use harness::encoder::{Architecture, Encoder, ModelFolder};
+use harness::encoder::Encoder;
+use harness::model_folder::{Architecture, ModelFolder};
 use harness::pooling::{pool, Pooling};
 use harness::sts::StsPairs;
 use harness::tokenizer::TextTokenizer;
