@@ -10,9 +10,12 @@ use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::read_lines;
 use crate::device::parse_device;
-use crate::experiment;
+use crate::experiment::{self, Start};
+use crate::interrupt;
 use crate::pooling::Pooling;
+use crate::record::{Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 use crate::report;
+use crate::run_dir::{RunDir, RunState};
 use crate::sentence::{SentenceEncoder, SentenceOptions};
 use crate::sts::{evaluate, StsPairs};
 
@@ -46,7 +49,7 @@ pub enum Command {
     /// <output_dir>/<name>/{metrics.csv, summary.json, config.yaml, checkpoint.safetensors}.
     ///
     /// Example: harness run configs/freeze_heads_a.yaml --set train.epochs=1 --set tasks.0.limit_train=500
-    Run(RunArgs),
+    Run(RunCmdArgs),
     /// Print the parameter groups of a config's model: parameters and whether they train.
     ///
     /// Example: harness inspect configs/unfreeze_top2.yaml
@@ -102,6 +105,18 @@ pub struct RunArgs {
     /// Override a config key, e.g. --set train.epochs=1 --set tasks.0.limit_train=500 (repeatable)
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RunCmdArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Continue an interrupted run from its last checkpoint (starts afresh when it has none)
+    #[arg(long, conflicts_with = "restart")]
+    pub resume: bool,
+    /// Discard an interrupted run's .partial folder and start over
+    #[arg(long)]
+    pub restart: bool,
 }
 
 #[derive(Args)]
@@ -203,7 +218,7 @@ pub struct EvalStsArgs {
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
-        tch::set_num_threads(n);
+        tch::set_num_threads(check_threads(n)?);
     }
     match cli.command {
         Command::Embed(a) => embed(a),
@@ -214,6 +229,18 @@ pub fn main() -> Result<()> {
         Command::Compare(a) => compare_runs(a),
         Command::Sweep(a) => sweep(a),
     }
+}
+
+/// 1 to 4x the logical CPUs: 0 panics in libtorch, and thousands of threads stall the machine.
+fn check_threads(n: i32) -> Result<i32> {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get()) as i32;
+    if n < 1 || n > 4 * cpus {
+        bail!(
+            "--threads {n} is out of range (expected 1 to {}, this machine has {cpus} logical CPUs)",
+            4 * cpus
+        );
+    }
+    Ok(n)
 }
 
 fn embed(a: EmbedArgs) -> Result<()> {
@@ -279,12 +306,19 @@ fn eval_sts(a: EvalStsArgs) -> Result<()> {
     Ok(())
 }
 
-fn run(a: RunArgs) -> Result<()> {
-    let cfg = ExperimentConfig::load(&a.config, &a.overrides)?;
-    let s = experiment::run(&cfg)?.summary;
+fn run(a: RunCmdArgs) -> Result<()> {
+    let cfg = ExperimentConfig::load(&a.run.config, &a.run.overrides)?;
+    let start = match (a.resume, a.restart) {
+        (true, _) => Start::Resume,
+        (_, true) => Start::Restart,
+        _ => Start::Fresh,
+    };
+    interrupt::install()?;
+    let o = experiment::run(&cfg, start)?;
+    let s = &o.summary;
     println!(
         "{}: {} ({} trainable of {} parameters), {:.1} s, {:.1} train examples/s",
-        experiment::run_dir(&cfg).display(),
+        o.dir.display(),
         s.scenario,
         s.params_trainable,
         s.params_total,
@@ -309,7 +343,18 @@ fn inspect(a: RunArgs) -> Result<()> {
 }
 
 fn predict(a: PredictArgs) -> Result<()> {
-    let mut cfg = ExperimentConfig::load(&a.run.join("config.yaml"), &[])?;
+    let rd = RunDir::from_path(&a.run)?;
+    match rd.state() {
+        RunState::Complete => {}
+        state => bail!("{} is not a finished run (its state: {state})", a.run.display()),
+    }
+    if !Summary::read(&a.run.join(SUMMARY_FILE))?.is_finite() {
+        bail!(
+            "{}: the run's final metrics are not finite (it diverged); its model cannot predict",
+            a.run.display()
+        );
+    }
+    let mut cfg = ExperimentConfig::load(&a.run.join(CONFIG_FILE), &[])?;
     if let Some(d) = a.device {
         cfg.device = d;
     }
@@ -363,8 +408,8 @@ fn compare_runs(a: CompareArgs) -> Result<()> {
     let runs: Vec<PathBuf> = a
         .runs
         .into_iter()
-        .filter(|p| !p.to_string_lossy().ends_with(".partial"))
-        .filter(|p| p.join("summary.json").is_file() || p.join("metrics.csv").is_file())
+        .filter(|p| !p.to_string_lossy().ends_with(".partial") && !p.to_string_lossy().ends_with(".old"))
+        .filter(|p| p.join(SUMMARY_FILE).is_file() || p.join(METRICS_FILE).is_file())
         .collect();
     if runs.is_empty() {
         bail!("no run directories among the arguments");
@@ -377,6 +422,7 @@ fn compare_runs(a: CompareArgs) -> Result<()> {
 }
 
 fn sweep(a: SweepArgs) -> Result<()> {
+    interrupt::install()?;
     let runs = crate::sweep::plan(&a.configs, &a.seeds, &a.overrides)?;
     let out = a.out.unwrap_or_else(|| runs[0].cfg.output_dir.clone());
     if let Some(cmp) = crate::sweep::sweep(&runs, a.dry_run, &out)? {

@@ -7,63 +7,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
 
 use crate::plot::{plot_curves, CurvePoint, RunCurve, TaskCurve};
 
-pub use crate::report::METRICS_HEADER;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Split {
-    Eval,
-    Train,
-}
-
-/// One row of `metrics.csv`; empty float cells become `None`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MetricRow {
-    pub run: String,
-    pub scenario: String,
-    pub epoch: u32,
-    pub step: u64,
-    pub task: String,
-    pub split: Split,
-    pub loss: Option<f64>,
-    pub accuracy: Option<f64>,
-    pub macro_f1: Option<f64>,
-    pub examples_seen: u64,
-    pub elapsed_s: f64,
-}
-
-// Fields the table does not show are still parsed: a summary lacking them is malformed.
-#[allow(dead_code)]
-#[derive(Debug, Clone, Deserialize)]
-pub struct FinalMetrics {
-    // Option because serde_json writes NaN (a diverged loss) as null.
-    pub accuracy: Option<f64>,
-    pub macro_f1: Option<f64>,
-    pub loss: Option<f64>,
-}
-
-#[allow(dead_code)]
-#[derive(Debug, Clone, Deserialize)]
-pub struct Summary {
-    pub run: String,
-    pub scenario: String,
-    pub device: String,
-    pub seed: i64,
-    pub params_total: u64,
-    pub params_trainable: u64,
-    /// Kept untyped: the table does not use it, so its exact shape should not
-    /// be able to make a run unreadable.
-    pub groups: BTreeMap<String, serde_json::Value>,
-    pub frozen_unchanged: bool,
-    #[serde(rename = "final")]
-    pub final_metrics: BTreeMap<String, FinalMetrics>,
-    pub wall_s: f64,
-    pub train_examples_per_s: f64,
-    pub complete: bool,
-}
+pub use crate::record::METRICS_HEADER;
+use crate::record::{read_metrics, MetricRow, Split, Summary, METRICS_FILE, SUMMARY_FILE};
 
 #[derive(Debug, Clone)]
 pub struct RunData {
@@ -93,24 +41,39 @@ impl RunData {
         self.metrics
             .iter()
             .filter(move |m| m.split == Split::Eval && m.task == task)
-            .filter_map(|m| m.accuracy.filter(|a| a.is_finite()).map(|a| (m, a)))
+            .filter(|m| m.accuracy.is_finite())
+            .map(|m| (m, m.accuracy))
     }
 
     /// Final eval metrics: `summary.json` if it has them, else the last eval row.
     fn final_for(&self, task: &str) -> (Option<f64>, Option<f64>) {
-        let from_summary = self.summary.final_metrics.get(task).map(|f| (f.accuracy, f.macro_f1));
-        match from_summary {
-            Some((Some(a), f1)) => (Some(a), f1),
-            _ => self
+        match self.summary.final_metrics.get(task).filter(|f| f.accuracy.is_finite()) {
+            Some(f) => (Some(f.accuracy), Some(f.macro_f1).filter(|x| x.is_finite())),
+            None => self
                 .eval_rows(task)
                 .max_by_key(|(m, _)| (m.epoch, m.step))
-                .map_or((None, None), |(m, a)| (Some(a), m.macro_f1)),
+                .map_or((None, None), |(m, a)| (Some(a), Some(m.macro_f1))),
+        }
+    }
+
+    /// Whether every final metric and every metrics row is a number (a diverged run's are not).
+    pub fn is_finite(&self) -> bool {
+        self.summary.is_finite() && self.metrics.iter().all(MetricRow::is_finite)
+    }
+
+    /// The name runs of one configuration share: summary.json's `base_name`, or for runs written before
+    /// it existed, the run name without its `-seed<N>` suffix.
+    pub fn base_name(&self) -> &str {
+        if self.summary.base_name.is_empty() {
+            group_name(&self.summary.run)
+        } else {
+            &self.summary.base_name
         }
     }
 
     /// Epoch of the highest eval accuracy; ties go to the earliest epoch.
-    pub fn best_epoch(&self, task: &str) -> Option<u32> {
-        let mut best: Option<(f64, u32)> = None;
+    pub fn best_epoch(&self, task: &str) -> Option<usize> {
+        let mut best: Option<(f64, usize)> = None;
         for (m, a) in self.eval_rows(task) {
             if best.is_none_or(|(b, e)| a > b || (a == b && m.epoch < e)) {
                 best = Some((a, m.epoch));
@@ -120,8 +83,8 @@ impl RunData {
     }
 
     /// Eval accuracy per epoch; with several eval points in one epoch, the last counts.
-    pub fn eval_curve(&self, task: &str) -> BTreeMap<u32, f64> {
-        let mut last: BTreeMap<u32, (u64, f64)> = BTreeMap::new();
+    pub fn eval_curve(&self, task: &str) -> BTreeMap<usize, f64> {
+        let mut last: BTreeMap<usize, (usize, f64)> = BTreeMap::new();
         for (m, a) in self.eval_rows(task) {
             let e = last.entry(m.epoch).or_insert((m.step, a));
             if m.step >= e.0 {
@@ -133,75 +96,12 @@ impl RunData {
 }
 
 pub fn load_run(dir: &Path) -> Result<RunData> {
-    let summary_path = dir.join("summary.json");
-    let text = fs::read_to_string(&summary_path).with_context(|| format!("cannot read {}", summary_path.display()))?;
-    let summary: Summary =
-        serde_json::from_str(&text).with_context(|| format!("{}: invalid summary", summary_path.display()))?;
-    let metrics = load_metrics(&dir.join("metrics.csv"))?;
+    let summary = Summary::read(&dir.join(SUMMARY_FILE))?;
+    let metrics = read_metrics(&dir.join(METRICS_FILE))?;
     Ok(RunData {
         dir: dir.to_path_buf(),
         summary,
         metrics,
-    })
-}
-
-fn load_metrics(path: &Path) -> Result<Vec<MetricRow>> {
-    let file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let mut rdr = csv::Reader::from_reader(file);
-    let header = rdr
-        .headers()
-        .with_context(|| format!("{}: cannot read header", path.display()))?;
-    if header.iter().ne(METRICS_HEADER) {
-        bail!(
-            "{}: unexpected header `{}`, expected `{}`",
-            path.display(),
-            header.iter().collect::<Vec<_>>().join(","),
-            METRICS_HEADER.join(",")
-        );
-    }
-    let mut rows = Vec::new();
-    for record in rdr.records() {
-        let record = record.with_context(|| format!("{}: malformed CSV", path.display()))?;
-        let line = record.position().map_or(0, |p| p.line());
-        let row = parse_row(&record).map_err(|e| anyhow::anyhow!("{} line {line}: {e}", path.display()))?;
-        rows.push(row);
-    }
-    Ok(rows)
-}
-
-fn parse_row(r: &csv::StringRecord) -> Result<MetricRow, String> {
-    let cell = |i: usize| r.get(i).unwrap_or("").trim();
-    fn num<T: std::str::FromStr>(s: &str, col: &str, kind: &str) -> Result<T, String> {
-        s.parse().map_err(|_| format!("column `{col}`: invalid {kind} `{s}`"))
-    }
-    let int = |i: usize| num::<u64>(cell(i), METRICS_HEADER[i], "integer");
-    let float = |i: usize| num::<f64>(cell(i), METRICS_HEADER[i], "float");
-    let opt_float = |i: usize| {
-        if cell(i).is_empty() {
-            Ok(None)
-        } else {
-            float(i).map(Some)
-        }
-    };
-    let split = match cell(5) {
-        "eval" => Split::Eval,
-        "train" => Split::Train,
-        s => {
-            return Err(format!("column `split`: expected `eval` or `train`, got `{s}`"));
-        }
-    };
-    Ok(MetricRow {
-        run: cell(0).to_string(),
-        scenario: cell(1).to_string(),
-        epoch: num(cell(2), "epoch", "integer")?,
-        step: int(3)?,
-        task: cell(4).to_string(),
-        split,
-        loss: opt_float(6)?,
-        accuracy: opt_float(7)?,
-        macro_f1: opt_float(8)?,
-        examples_seen: int(9)?,
-        elapsed_s: float(10)?,
     })
 }
 
@@ -253,7 +153,7 @@ pub struct TableRow {
     pub scenario: String,
     pub group: String,
     pub runs: Vec<String>,
-    pub seeds: Vec<i64>,
+    pub seeds: Vec<u64>,
     pub task: String,
     /// False when any merged run did not finish.
     pub complete: bool,
@@ -274,6 +174,8 @@ pub struct Comparison {
     pub n_groups: usize,
     /// Runs that did not finish or whose frozen parameters changed.
     pub warnings: Vec<String>,
+    /// Runs left out of the table because their metrics are not finite.
+    pub left_out: Vec<String>,
     /// Files written: comparison.md, comparison.png, comparison.svg.
     pub outputs: Vec<PathBuf>,
 }
@@ -287,7 +189,7 @@ struct Group<'a> {
 fn group_runs(runs: &[RunData]) -> Result<Vec<Group<'_>>> {
     let mut groups: Vec<Group> = Vec::new();
     for run in runs {
-        let (scenario, name) = (&run.summary.scenario, group_name(&run.summary.run));
+        let (scenario, name) = (&run.summary.scenario, run.base_name());
         match groups.iter_mut().find(|g| &g.scenario == scenario && g.name == name) {
             Some(g) => {
                 if let Some(dup) = g.runs.iter().find(|r| r.summary.run == run.summary.run) {
@@ -336,7 +238,7 @@ impl Group<'_> {
             trainable_params: self.stat(|r| Some(r.summary.params_trainable as f64)),
             accuracy: self.stat(|r| r.final_for(task).0),
             macro_f1: self.stat(|r| r.final_for(task).1),
-            best_epoch: self.stat(|r| r.best_epoch(task).map(f64::from)),
+            best_epoch: self.stat(|r| r.best_epoch(task).map(|e| e as f64)),
             wall_s: self.stat(|r| Some(r.summary.wall_s)),
             train_examples_per_s: self.stat(|r| Some(r.summary.train_examples_per_s).filter(|&x| x > 0.0)),
         }
@@ -350,7 +252,7 @@ impl Group<'_> {
                 let mut by_epoch: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
                 for r in &self.runs {
                     for (e, a) in r.eval_curve(task) {
-                        by_epoch.entry(e).or_default().push(a);
+                        by_epoch.entry(e as u32).or_default().push(a);
                     }
                 }
                 let points = by_epoch
@@ -381,7 +283,19 @@ pub fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
     if dirs.is_empty() {
         bail!("no run directories given");
     }
-    let runs = dirs.iter().map(|d| load_run(d)).collect::<Result<Vec<_>>>()?;
+    let all = dirs.iter().map(|d| load_run(d)).collect::<Result<Vec<_>>>()?;
+    // a diverged run's NaN would poison every mean it joins: list it under the table instead
+    let (runs, diverged): (Vec<RunData>, Vec<RunData>) = all.into_iter().partition(RunData::is_finite);
+    let left_out: Vec<String> = diverged
+        .iter()
+        .map(|r| format!("`{}` ({}): non-finite metrics", r.summary.run, r.dir.display()))
+        .collect();
+    if runs.is_empty() {
+        bail!(
+            "no run with finite metrics among the arguments (left out: {})",
+            left_out.join("; ")
+        );
+    }
     let groups = group_runs(&runs)?;
 
     let rows: Vec<TableRow> = groups
@@ -423,6 +337,7 @@ pub fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
         n_runs: runs.len(),
         n_groups: groups.len(),
         warnings,
+        left_out,
         outputs: Vec::new(),
     };
     fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -496,6 +411,12 @@ impl Comparison {
                 cell(r.train_examples_per_s, 1),
             );
         }
+        if !self.left_out.is_empty() {
+            md += &format!(
+                "\nLeft out, non-finite metrics (diverged): {}.\n",
+                self.left_out.join("; ")
+            );
+        }
         md
     }
 
@@ -506,7 +427,7 @@ impl Comparison {
         for r in self.rows.iter().filter(|r| r.runs.len() > 1) {
             if !seen.contains(&(&r.scenario, &r.group)) {
                 seen.push((&r.scenario, &r.group));
-                let seeds: Vec<String> = r.seeds.iter().map(i64::to_string).collect();
+                let seeds: Vec<String> = r.seeds.iter().map(u64::to_string).collect();
                 let _ = write!(
                     md,
                     " Merged {} seeds ({}) of `{}` into one row per task: {}.",

@@ -13,6 +13,9 @@ use crate::pooling::Pooling;
 pub struct ExperimentConfig {
     /// run name: results go to <output_dir>/<name>/
     pub name: String,
+    /// the name runs of one configuration share (a sweep sets it; `compare` merges seeds by it); default: name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_name: Option<String>,
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// auto | cpu | cuda | cuda:N
@@ -110,13 +113,23 @@ pub enum LabelFormat {
     Name,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum HeadConfig {
-    #[default]
-    Linear,
+    Linear(LinearConfig),
     Mlp(MlpConfig),
 }
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig::Linear(LinearConfig {})
+    }
+}
+
+/// A linear head has no settings; the struct exists so that a stray key inside it is an error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinearConfig {}
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -231,6 +244,8 @@ pub struct TrainConfig {
     pub eval_every_steps: Option<usize>,
     /// cache pooled features when the whole encoder is frozen
     pub cache_features: bool,
+    /// checkpoint every N optimizer steps (each epoch end always); an interrupted run resumes from the last
+    pub checkpoint_every_steps: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -249,6 +264,7 @@ impl Default for TrainConfig {
             temperature: 2.0,
             eval_every_steps: None,
             cache_features: true,
+            checkpoint_every_steps: None,
         }
     }
 }
@@ -300,13 +316,14 @@ impl ExperimentConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let cfg: ExperimentConfig = if overrides.is_empty() {
             // straight from text, so that errors carry line numbers
-            serde_yaml::from_str(&text).map_err(|e| explain(path, e))?
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| explain(path, e))?
         } else {
-            let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| explain(path, e))?;
+            let mut value: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             for o in overrides {
                 apply_override(&mut value, o)?;
             }
-            serde_yaml::from_value(value).map_err(|e| explain(path, e).context("after --set overrides"))?
+            serde_path_to_error::deserialize(value).map_err(|e| explain(path, e).context("after --set overrides"))?
         };
         cfg.validate().with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
@@ -320,45 +337,148 @@ impl ExperimentConfig {
         }
     }
 
+    /// Every key within its range (the README's config reference lists them); errors name the key path.
     fn validate(&self) -> Result<()> {
-        if self.name.trim().is_empty() || self.name.contains('/') {
-            bail!("`name` must be a non-empty run name without `/`");
+        check_name(&self.name).context("name")?;
+        if let Some(b) = &self.base_name {
+            check_name(b).context("base_name")?;
         }
+        crate::device::check_device_syntax(&self.device).context("device")?;
+        if self.output_dir.as_os_str().is_empty() {
+            bail!("output_dir: must not be empty (default: results)");
+        }
+        self.encoder.validate()?;
         if self.tasks.is_empty() {
-            bail!("`tasks` is empty: give at least one task");
+            bail!("tasks: is empty: give at least one task");
         }
         let mut seen = std::collections::HashSet::new();
-        for t in &self.tasks {
+        for (i, t) in self.tasks.iter().enumerate() {
             if !seen.insert(&t.name) {
-                bail!("task name `{}` is used twice", t.name);
+                bail!("tasks.{i}.name: `{}` is used twice", t.name);
             }
-            t.num_labels()?;
-            t.label_map()?;
-            if t.loss_weight < 0.0 {
-                bail!("task `{}`: loss_weight must be >= 0", t.name);
-            }
+            t.validate().with_context(|| format!("tasks.{i}"))?;
         }
         if let Scenario::Head(task) = &self.freeze.scenario {
             if !self.tasks.iter().any(|t| &t.name == task) {
                 let names: Vec<_> = self.tasks.iter().map(|t| t.name.as_str()).collect();
                 bail!(
-                    "freeze.scenario `head:{task}` names unknown task `{task}` (tasks: {})",
+                    "freeze.scenario: `head:{task}` names unknown task `{task}` (tasks: {})",
                     names.join(", ")
                 );
             }
         }
+        if self.freeze.unfreeze_top_layers == Some(0) {
+            bail!("freeze.unfreeze_top_layers: must be at least 1 (or null)");
+        }
         if self.freeze.unfreeze_top_layers.is_some() && self.freeze.scenario == Scenario::All {
-            bail!("freeze.unfreeze_top_layers cannot be combined with scenario `all`");
+            bail!("freeze.unfreeze_top_layers: cannot be combined with scenario `all`");
         }
-        let tr = &self.train;
-        if tr.batch_size == 0 || tr.eval_batch_size == 0 {
-            bail!("train.batch_size and train.eval_batch_size must be positive");
+        self.train.validate()
+    }
+}
+
+/// A run name is one plain folder name: letters, digits, `.`, `-`, `_`; not `.` or `..`.
+pub fn check_name(name: &str) -> Result<()> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !plain {
+        bail!("`{name}` must be one plain folder name (letters, digits, `.`, `-`, `_`; not `.` or `..`)");
+    }
+    for suffix in [".partial", ".old", ".lock"] {
+        if name.ends_with(suffix) {
+            bail!("`{name}` must not end in {suffix} (a run's own paths end so)");
         }
-        if !(0.0..=1.0).contains(&tr.warmup_ratio) {
-            bail!("train.warmup_ratio must be within 0..1");
+    }
+    Ok(())
+}
+
+/// `x` within `lo..=hi` and a number (NaN never is).
+fn in_range(key: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(x >= lo && x <= hi) {
+        bail!("{key}: {x} is out of range (expected {lo} to {hi})");
+    }
+    Ok(())
+}
+
+fn count_range(key: &str, x: usize, lo: usize, hi: usize) -> Result<()> {
+    if x < lo || x > hi {
+        bail!("{key}: {x} is out of range (expected {lo} to {hi})");
+    }
+    Ok(())
+}
+
+impl EncoderConfig {
+    fn validate(&self) -> Result<()> {
+        if self.model.trim().is_empty() {
+            bail!("encoder.model: must name a model folder or a known model");
         }
-        if tr.sampling == Sampling::Temperature && tr.temperature <= 0.0 {
-            bail!("train.temperature must be positive");
+        // [CLS] + at least one token + [SEP]; the model's own position limit is checked when it loads
+        count_range("encoder.max_length", self.max_length, 3, 65_536)
+    }
+}
+
+impl TaskConfig {
+    fn validate(&self) -> Result<()> {
+        if self.name.is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            bail!("name: `{}` must be non-empty letters, digits, `.`, `-`, `_`", self.name);
+        }
+        if self.text_column.is_empty() || self.label_column.is_empty() {
+            bail!("text_column, label_column: must not be empty");
+        }
+        if let Some(l) = &self.labels {
+            let unique: std::collections::HashSet<&String> = l.iter().collect();
+            if l.len() < 2 || unique.len() != l.len() || l.iter().any(|n| n.trim().is_empty()) {
+                bail!("labels: give at least 2 distinct, non-empty class names");
+            }
+        }
+        if let Some(n) = self.num_labels {
+            count_range("num_labels", n, 2, 1_000_000)?;
+        }
+        self.num_labels()?;
+        self.label_map()?;
+        if let HeadConfig::Mlp(m) = &self.head {
+            count_range("head.hidden", m.hidden.max(0) as usize, 1, 1 << 20)?;
+            if !(0.0..1.0).contains(&m.dropout) {
+                bail!("head.dropout: {} is out of range (expected 0 to below 1)", m.dropout);
+            }
+        }
+        in_range("loss_weight", self.loss_weight, 0.0, 1e6)?;
+        for (key, limit) in [("limit_train", self.limit_train), ("limit_eval", self.limit_eval)] {
+            if limit == Some(0) {
+                bail!("{key}: must be at least 1 (or null for all rows)");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        count_range("train.epochs", self.epochs, 1, 100_000)?;
+        count_range("train.batch_size", self.batch_size, 1, 65_536)?;
+        count_range("train.eval_batch_size", self.eval_batch_size, 1, 65_536)?;
+        in_range("train.lr_encoder", self.lr_encoder, 0.0, 1e6)?;
+        in_range("train.lr_heads", self.lr_heads, 0.0, 1e6)?;
+        in_range("train.weight_decay", self.weight_decay, 0.0, 1.0)?;
+        in_range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)?;
+        in_range("train.grad_clip", self.grad_clip, 0.0, 1e6)?;
+        in_range("train.temperature", self.temperature, 1e-3, 1e6)?;
+        for (key, n) in [
+            ("train.eval_every_steps", self.eval_every_steps),
+            ("train.checkpoint_every_steps", self.checkpoint_every_steps),
+        ] {
+            if n == Some(0) {
+                bail!("{key}: must be at least 1 (or null)");
+            }
         }
         Ok(())
     }
@@ -413,10 +533,15 @@ fn apply_override(root: &mut serde_yaml::Value, spec: &str) -> Result<()> {
     Ok(())
 }
 
-/// serde_yaml's message, with the file name, and for an unknown key the nearest valid one.
-fn explain(path: &Path, e: serde_yaml::Error) -> anyhow::Error {
-    let msg = e.to_string();
-    let mut out = format!("{}: {msg}", path.display());
+/// serde_yaml's message, with the file name and the key path, and for an unknown key the nearest valid one.
+fn explain(path: &Path, e: serde_path_to_error::Error<serde_yaml::Error>) -> anyhow::Error {
+    let key = e.path().to_string();
+    let msg = e.inner().to_string();
+    let mut out = if key == "." {
+        format!("{}: {msg}", path.display())
+    } else {
+        format!("{}: {key}: {msg}", path.display())
+    };
     if let Some(rest) = msg.split("unknown field `").nth(1) {
         let unknown = rest.split('`').next().unwrap_or("");
         let expected: Vec<&str> = rest
@@ -456,7 +581,7 @@ mod tests {
     fn defaults_fill_in() {
         let c = load(MIN, &[]).unwrap();
         assert_eq!(c.train.epochs, 3);
-        assert_eq!(c.tasks[0].head, HeadConfig::Linear);
+        assert_eq!(c.tasks[0].head, HeadConfig::default());
         assert_eq!(c.freeze.scenario, Scenario::None);
     }
 

@@ -16,6 +16,16 @@ pub fn parse_device(s: &str) -> Result<Device> {
     })
 }
 
+/// The device string's form, checked without touching CUDA (configs are checked before anything runs).
+pub fn check_device_syntax(s: &str) -> Result<()> {
+    let ok =
+        matches!(s, "auto" | "cpu" | "cuda") || s.strip_prefix("cuda:").is_some_and(|n| n.parse::<usize>().is_ok());
+    if !ok {
+        bail!("`{s}` is not one of auto, cpu, cuda, cuda:N");
+    }
+    Ok(())
+}
+
 fn require_cuda(n: usize) -> Result<Device> {
     let count = tch::Cuda::device_count() as usize;
     if n >= count {
@@ -29,5 +39,20 @@ pub fn describe(d: Device) -> String {
         Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
         Device::Cuda(n) => format!("cuda:{n}"),
         other => format!("{other:?}"),
+    }
+}
+
+/// The hardware by name: the CPU model from /proc/cpuinfo, or the CUDA device.
+pub fn device_name(d: Device) -> String {
+    match d {
+        Device::Cpu => std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string()),
+        other => describe(other),
     }
 }

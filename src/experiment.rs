@@ -1,7 +1,9 @@
 //! One experiment end to end: config → datasets → model → freezing → trainer → metrics and summary.
 //!
-//! A run works in `<output_dir>/<name>.partial/` and is renamed to `<name>/` only once complete, so a bad
-//! config, bad data or an interrupted run never damages an earlier result of the same name.
+//! A run holds its lock for its whole life, works in `<output_dir>/<name>.partial/` and becomes
+//! `<name>/` only once complete (see `run_dir`), so a bad config, bad data, a divergence, an interruption
+//! or a second run of the same name never damages an earlier result. An interrupted run checkpoints and
+//! continues exactly with `Start::Resume`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,14 +14,27 @@ use anyhow::{bail, Context, Result};
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::LabelledData;
-use crate::device::{describe, parse_device};
+use crate::device::{describe, device_name, parse_device};
 use crate::freeze::{FreezePlan, Snapshot};
+use crate::interrupt;
 use crate::model::MultiTaskModel;
-use crate::report::{group_infos, groups_table, FinalMetrics, MetricsWriter, Summary};
-use crate::train::{FitStats, TaskData, Trainer};
+use crate::record::{
+    read_metrics, FinalMetrics, MetricsWriter, Provenance, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE,
+};
+use crate::report::{group_infos, groups_table};
+use crate::resume::{self, Saved};
+use crate::run_dir::{RunDir, RunLock};
+use crate::train::{Checkpoints, FitStats, TaskData, Trainer};
 
-pub fn run_dir(cfg: &ExperimentConfig) -> PathBuf {
-    cfg.output_dir.join(&cfg.name)
+/// What to do with an interrupted run's `.partial` found at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// start a new run; refuse if a resumable `.partial` would be lost
+    Fresh,
+    /// continue from the last checkpoint (or start afresh when there is none)
+    Resume,
+    /// discard any `.partial` and start over
+    Restart,
 }
 
 /// Reads every task's files (before anything is written, so bad data fails early).
@@ -55,9 +70,80 @@ pub struct Outcome {
     pub dir: PathBuf,
 }
 
-pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
+/// Decides what happens to an earlier `.partial`, and returns the checkpoint to continue from, if any.
+fn prepare(lock: &RunLock, cfg: &ExperimentConfig, start: Start) -> Result<Option<Saved>> {
+    let (name, partial) = (cfg.name.as_str(), lock.dir().partial());
+    let saved = if partial.is_dir() && start != Start::Restart {
+        resume::load(&partial)?
+    } else {
+        None
+    };
+    match (start, saved) {
+        (Start::Fresh, Some(s)) => bail!(
+            "{} holds run `{name}` interrupted at step {}: pass --resume to continue it or --restart to discard it",
+            partial.display(),
+            s.progress.step
+        ),
+        (Start::Resume, Some(s)) => {
+            let before = ExperimentConfig::load(&partial.join(CONFIG_FILE), &[])?;
+            resume::check_same_config(&before, cfg)?;
+            lock.clear_failed()?;
+            eprintln!("resuming {name} from step {}", s.progress.step);
+            Ok(Some(s))
+        }
+        (start, _) => {
+            if partial.is_dir() && start != Start::Restart {
+                let why = if start == Start::Resume {
+                    "it has no checkpoint, so"
+                } else {
+                    "without a checkpoint it"
+                };
+                eprintln!(
+                    "note: {} is left from an unfinished run; {why} starts afresh",
+                    partial.display()
+                );
+            }
+            lock.fresh_partial()?;
+            Ok(None)
+        }
+    }
+}
+
+/// Runs an experiment (see `Start`). On failure the `.partial` stays, marked failed; on interruption it
+/// stays with a checkpoint, and the error is `interrupt::Interrupted`.
+pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     let wall = Instant::now();
+    let rd = RunDir::new(&cfg.output_dir, &cfg.name)?;
     let data = read_tasks(cfg)?;
+    let lock = rd.lock()?;
+    let saved = prepare(&lock, cfg, start)?;
+    let partial = rd.partial();
+    train_and_commit(cfg, &lock, data, saved, wall).map_err(|e| {
+        if interrupt::is_interrupted(&e) {
+            eprintln!(
+                "run {} interrupted; continue it with: harness run CONFIG --resume",
+                cfg.name
+            );
+            e
+        } else {
+            let _ = lock.mark_failed(&format!("{e:#}"));
+            e.context(format!(
+                "run `{}` failed (what it wrote is kept in {})",
+                cfg.name,
+                partial.display()
+            ))
+        }
+    })
+}
+
+fn train_and_commit(
+    cfg: &ExperimentConfig,
+    lock: &RunLock,
+    data: Vec<(LabelledData, LabelledData)>,
+    saved: Option<Saved>,
+    wall: Instant,
+) -> Result<Outcome> {
+    let work = lock.dir().partial();
     let (model, plan) = build(cfg)?;
     let groups = model.groups();
     let scenario = cfg.scenario_label();
@@ -67,66 +153,122 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
         describe(model.sentence.device),
         groups_table(&groups, &plan)?
     );
+    let tasks = tokenize(cfg, &model, data)?;
+    let metrics_path = work.join(METRICS_FILE);
+    let mut writer = match &saved {
+        Some(s) => {
+            checkpoint::load(&model, &s.model_file)?;
+            MetricsWriter::truncate_to(&metrics_path, s.progress.rows)?
+        }
+        None => {
+            std::fs::write(work.join(CONFIG_FILE), serde_yaml::to_string(cfg)?)?;
+            MetricsWriter::create(&metrics_path)?
+        }
+    };
+    let frozen = Snapshot::take(plan.select(&groups, false)?);
+    let mut trainer = Trainer::new(&model, &plan, &tasks, &cfg.train, &cfg.name, &scenario, cfg.seed);
+    if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
+        trainer.cache_features()?;
+    }
+    let ckpts = Checkpoints {
+        dir: work.clone(),
+        every_steps: cfg.train.checkpoint_every_steps,
+    };
+    let stats = trainer.fit(&mut writer, &ckpts, saved)?;
+    drop(writer);
 
+    let changed = frozen.changed(&groups);
+    let summary = summarize(
+        cfg,
+        &model,
+        &plan,
+        &tasks,
+        &work.join(METRICS_FILE),
+        stats,
+        &frozen,
+        &changed,
+        wall,
+    )?;
+    checkpoint::save(&groups, &plan, &work.join(checkpoint::FILE))?;
+    summary.write(&work.join(SUMMARY_FILE))?;
+    if !changed.is_empty() {
+        bail!(
+            "{} frozen tensors changed during training, e.g. `{}`",
+            changed.len(),
+            changed[0]
+        );
+    }
+    resume::discard(&work)?;
+    let dir = lock.commit()?;
+    Ok(Outcome {
+        summary,
+        model,
+        plan,
+        dir,
+    })
+}
+
+fn tokenize(
+    cfg: &ExperimentConfig,
+    model: &MultiTaskModel,
+    data: Vec<(LabelledData, LabelledData)>,
+) -> Result<Vec<TaskData>> {
     let tok = &model.sentence.tokenizer;
-    let tasks: Vec<TaskData> = cfg
-        .tasks
+    cfg.tasks
         .iter()
-        .zip(&data)
+        .zip(data)
         .map(|(t, (train, eval))| {
             Ok(TaskData {
                 name: t.name.clone(),
                 num_labels: t.num_labels()?,
                 loss_weight: t.loss_weight,
                 train_ids: tok.encode_all(&train.texts),
-                train_labels: train.labels.clone(),
+                train_labels: train.labels,
                 eval_ids: tok.encode_all(&eval.texts),
-                eval_labels: eval.labels.clone(),
+                eval_labels: eval.labels,
             })
         })
-        .collect::<Result<_>>()?;
+        .collect()
+}
 
-    let final_dir = run_dir(cfg);
-    let work = cfg.output_dir.join(format!("{}.partial", cfg.name));
-    if work.exists() {
-        eprintln!(
-            "note: {} is left from an interrupted run; starting it again",
-            work.display()
-        );
-        std::fs::remove_dir_all(&work).with_context(|| format!("{}: cannot remove", work.display()))?;
-    }
-    std::fs::create_dir_all(&work).with_context(|| format!("{}: cannot create", work.display()))?;
-    std::fs::write(work.join("config.yaml"), serde_yaml::to_string(cfg)?)?;
-
-    let frozen = Snapshot::take(plan.select(&groups, false)?);
-    let mut writer = MetricsWriter::create(&work.join("metrics.csv"))?;
-    let mut trainer = Trainer::new(&model, &plan, &tasks, &cfg.train, &cfg.name, &scenario, cfg.seed);
-    if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
-        trainer.cache_features()?;
-    }
+#[allow(clippy::too_many_arguments)]
+fn summarize(
+    cfg: &ExperimentConfig,
+    model: &MultiTaskModel,
+    plan: &FreezePlan,
+    tasks: &[TaskData],
+    metrics: &Path,
+    stats: FitStats,
+    frozen: &Snapshot,
+    changed: &[String],
+    wall: Instant,
+) -> Result<Summary> {
+    // the last eval row of each task is its final result, as metrics.csv (re-read: one source) says
+    let final_metrics: BTreeMap<String, FinalMetrics> = read_metrics(metrics)?
+        .into_iter()
+        .filter(|r| r.split == Split::Eval)
+        .map(|r| {
+            (
+                r.task,
+                FinalMetrics {
+                    accuracy: r.accuracy,
+                    macro_f1: r.macro_f1,
+                    loss: r.loss,
+                },
+            )
+        })
+        .collect();
+    let infos = group_infos(&model.groups(), plan)?;
     let FitStats {
         steps,
         examples_seen,
         train_s,
         features_cached,
-    } = trainer.fit(&mut writer)?;
-
-    let changed = frozen.changed(&groups);
-    let mut final_metrics = BTreeMap::new();
-    for r in writer.rows.iter().filter(|r| r.split == "eval") {
-        final_metrics.insert(
-            r.task.clone(),
-            FinalMetrics {
-                accuracy: r.accuracy,
-                macro_f1: r.macro_f1,
-                loss: r.loss,
-            },
-        );
-    }
-    let infos = group_infos(&groups, &plan)?;
-    let summary = Summary {
+    } = stats;
+    Ok(Summary {
         run: cfg.name.clone(),
-        scenario,
+        base_name: cfg.base_name.clone().unwrap_or_else(|| cfg.name.clone()),
+        scenario: cfg.scenario_label(),
         device: describe(model.sentence.device),
         seed: cfg.seed,
         model: cfg.encoder.model.clone(),
@@ -150,29 +292,14 @@ pub fn run(cfg: &ExperimentConfig) -> Result<Outcome> {
             0.0
         },
         complete: changed.is_empty(),
-    };
-    checkpoint::save(&groups, &plan, &work.join(checkpoint::FILE))?;
-    std::fs::write(work.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
-    if !changed.is_empty() {
-        bail!(
-            "{} frozen tensors changed during training, e.g. `{}` (results kept in {})",
-            changed.len(),
-            changed[0],
-            work.display()
-        );
-    }
-    replace_dir(&work, &final_dir)?;
-    Ok(Outcome {
-        summary,
-        model,
-        plan,
-        dir: final_dir,
+        provenance: Provenance {
+            model_path: model.sentence.folder.dir.display().to_string(),
+            precision: "fp32".into(),
+            threads: tch::get_num_threads() as i64,
+            device_name: device_name(model.sentence.device),
+            tch_version: crate::versions::TCH.into(),
+            libtorch_version: crate::versions::libtorch().into(),
+            git_commit: crate::versions::git_commit().map(str::to_string),
+        },
     })
-}
-
-fn replace_dir(from: &Path, to: &Path) -> Result<()> {
-    if to.exists() {
-        std::fs::remove_dir_all(to).with_context(|| format!("{}: cannot replace", to.display()))?;
-    }
-    std::fs::rename(from, to).with_context(|| format!("cannot move {} to {}", from.display(), to.display()))
 }

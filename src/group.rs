@@ -85,11 +85,13 @@ mod tests {
 
     #[test]
     fn names_and_order_are_the_reported_ones() {
-        let mut gs = [Group::Head("a".into()),
+        let mut gs = [
+            Group::Head("a".into()),
             Group::Pooler,
             Group::Layer(10),
             Group::Layer(2),
-            Group::Embeddings];
+            Group::Embeddings,
+        ];
         gs.sort();
         let names: Vec<String> = gs.iter().map(Group::to_string).collect();
         assert_eq!(names, ["embeddings", "layer.2", "layer.10", "pooler", "head:a"]);

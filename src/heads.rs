@@ -27,7 +27,7 @@ impl Head {
         let root = vs.root();
         let n = num_labels as i64;
         let layers = match cfg {
-            HeadConfig::Linear => Layers::Linear(nn::linear(&root / "out", in_dim, n, Default::default())),
+            HeadConfig::Linear(_) => Layers::Linear(nn::linear(&root / "out", in_dim, n, Default::default())),
             HeadConfig::Mlp(m) => Layers::Mlp {
                 hidden: nn::linear(&root / "hidden", in_dim, m.hidden, Default::default()),
                 out: nn::linear(&root / "out", m.hidden, n, Default::default()),

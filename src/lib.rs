@@ -2,6 +2,7 @@
 //!
 //! The data flows one way: config → datasets → model → trainer → metrics writer.
 
+pub mod adamw;
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;
@@ -13,15 +14,21 @@ pub mod experiment;
 pub mod freeze;
 pub mod group;
 pub mod heads;
+pub mod interrupt;
 pub mod metrics;
 pub mod model;
 pub mod model_folder;
 pub mod plot;
 pub mod pooling;
 pub mod progress;
+pub mod record;
 pub mod report;
+pub mod resume;
+pub mod run_dir;
+pub mod sampling;
 pub mod sentence;
 pub mod sts;
 pub mod sweep;
 pub mod tokenizer;
 pub mod train;
+pub mod versions;

@@ -87,6 +87,7 @@ impl SentenceEncoder {
         let mut out = Tensor::zeros([seqs.len() as i64, self.dim()], (Kind::Float, Device::Cpu));
         tch::no_grad(|| -> Result<()> {
             for idx in &batches {
+                crate::interrupt::check()?;
                 let batch = self.tokenizer.batch_of(seqs, idx, self.device);
                 let emb = self
                     .forward_t(&batch, false)?

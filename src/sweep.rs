@@ -4,18 +4,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use crate::compare::{compare, Comparison};
-use crate::config::ExperimentConfig;
-use crate::experiment;
+use crate::config::{check_name, ExperimentConfig};
+use crate::experiment::{self, Start};
+use crate::interrupt;
+use crate::run_dir::{RunDir, RunState};
 
 pub struct SweepRun {
     pub config: PathBuf,
     pub cfg: ExperimentConfig,
 }
 
-/// Resolves every (config, seed) pair; each seed gets its own run name `<name>-seed<N>`.
+/// Resolves every (config, seed) pair; each seed gets its own run name `<name>-seed<N>` and keeps the
+/// config's name as `base_name`, by which `compare` merges seeds.
 pub fn plan(configs: &[PathBuf], seeds: &[u64], overrides: &[String]) -> Result<Vec<SweepRun>> {
     let mut runs = Vec::new();
     for path in configs {
@@ -31,6 +34,8 @@ pub fn plan(configs: &[PathBuf], seeds: &[u64], overrides: &[String]) -> Result<
             let mut cfg = base.clone();
             cfg.seed = seed;
             cfg.name = format!("{}-seed{seed}", base.name);
+            cfg.base_name = Some(base.base_name.clone().unwrap_or_else(|| base.name.clone()));
+            check_name(&cfg.name).with_context(|| format!("{}: sweep run name", path.display()))?;
             runs.push(SweepRun {
                 config: path.clone(),
                 cfg,
@@ -40,21 +45,18 @@ pub fn plan(configs: &[PathBuf], seeds: &[u64], overrides: &[String]) -> Result<
     Ok(runs)
 }
 
-/// A run counts as done when its summary.json says complete.
-pub fn is_complete(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("summary.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("complete").and_then(|c| c.as_bool()))
-        .unwrap_or(false)
+fn run_dir(r: &SweepRun) -> Result<RunDir> {
+    RunDir::new(&r.cfg.output_dir, &r.cfg.name)
 }
 
-/// Runs what is not complete, prints one status line per run, and writes the comparison into `out_dir`.
+/// Runs what is not complete (resuming interrupted runs from their checkpoints), prints one status line
+/// per run, and writes the comparison into `out_dir`. A signal stops the sweep after the running run has
+/// checkpointed; the error is then `interrupt::Interrupted`.
 pub fn sweep(runs: &[SweepRun], dry_run: bool, out_dir: &Path) -> Result<Option<Comparison>> {
     let n = runs.len();
     let mut failed = Vec::new();
     for (i, r) in runs.iter().enumerate() {
-        let dir = experiment::run_dir(&r.cfg);
+        let rd = run_dir(r)?;
         let tag = format!(
             "[{}/{n}] {} (seed {}, {})",
             i + 1,
@@ -62,29 +64,35 @@ pub fn sweep(runs: &[SweepRun], dry_run: bool, out_dir: &Path) -> Result<Option<
             r.cfg.seed,
             r.config.display()
         );
-        if is_complete(&dir) {
-            println!("{tag}: skipped, {} is complete", dir.display());
-        } else if dry_run {
-            println!("{tag}: would run into {}", dir.display());
-        } else {
-            let t0 = Instant::now();
-            match experiment::run(&r.cfg) {
-                Ok(o) => {
-                    let accs: Vec<String> = o
-                        .summary
-                        .final_metrics
-                        .iter()
-                        .map(|(t, m)| format!("{t} {:.4}", m.accuracy))
-                        .collect();
-                    println!(
-                        "{tag}: done in {:.0} s, {}",
-                        t0.elapsed().as_secs_f64(),
-                        accs.join(", ")
-                    );
-                }
-                Err(e) => {
-                    println!("{tag}: FAILED: {e:#}");
-                    failed.push(r.cfg.name.clone());
+        let state = rd.state();
+        match (&state, dry_run) {
+            (RunState::Complete, _) => println!("{tag}: skipped, {} is complete", rd.path().display()),
+            (RunState::Running(holder), _) => println!("{tag}: skipped, running elsewhere ({holder})"),
+            (_, true) => println!("{tag}: would run into {} (now {state})", rd.path().display()),
+            (_, false) => {
+                let t0 = Instant::now();
+                match experiment::run(&r.cfg, Start::Resume) {
+                    Ok(o) => {
+                        let accs: Vec<String> = o
+                            .summary
+                            .final_metrics
+                            .iter()
+                            .map(|(t, m)| format!("{t} {:.4}", m.accuracy))
+                            .collect();
+                        println!(
+                            "{tag}: done in {:.0} s, {}",
+                            t0.elapsed().as_secs_f64(),
+                            accs.join(", ")
+                        );
+                    }
+                    Err(e) if interrupt::is_interrupted(&e) => {
+                        println!("{tag}: interrupted; run the same sweep again to resume");
+                        return Err(e);
+                    }
+                    Err(e) => {
+                        println!("{tag}: FAILED: {e:#}");
+                        failed.push(r.cfg.name.clone());
+                    }
                 }
             }
         }
@@ -92,11 +100,13 @@ pub fn sweep(runs: &[SweepRun], dry_run: bool, out_dir: &Path) -> Result<Option<
     if dry_run {
         return Ok(None);
     }
-    let dirs: Vec<PathBuf> = runs
-        .iter()
-        .map(|r| experiment::run_dir(&r.cfg))
-        .filter(|d| is_complete(d))
-        .collect();
+    let mut dirs = Vec::new();
+    for r in runs {
+        let rd = run_dir(r)?;
+        if rd.state() == RunState::Complete {
+            dirs.push(rd.path());
+        }
+    }
     let cmp = if dirs.is_empty() {
         None
     } else {

@@ -1,21 +1,29 @@
-//! The joint training loop: task sampling, one task per batch, weighted cross-entropy, AdamW with
-//! warmup and linear decay, global gradient clipping, and evaluation of every task at each epoch end.
+//! The joint training loop: task sampling, one task per batch, weighted cross-entropy, the harness's
+//! AdamW with warmup and linear decay, global gradient clipping, evaluation of every task at each epoch
+//! end, a divergence guard, and checkpoints from which an interrupted run continues exactly.
+//!
+//! Exactness on resume rests on three things: each epoch's batch plan comes from an RNG seeded by
+//! (seed, epoch), dropout's torch generator is reseeded from (seed, step) before every step, and the
+//! checkpoint holds everything else that moves (trained tensors, optimizer state, position, statistics).
 
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use rand::rngs::StdRng;
-use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use tch::nn::{self, OptimizerConfig};
+use rand::SeedableRng;
 use tch::{Reduction, Tensor};
 
-use crate::config::{Sampling, TrainConfig};
+use crate::adamw::{AdamW, AdamWConfig};
+use crate::config::TrainConfig;
 use crate::freeze::FreezePlan;
+use crate::interrupt;
 use crate::metrics::{accuracy, macro_f1};
 use crate::model::MultiTaskModel;
 use crate::progress::progress_bar;
-use crate::report::{MetricRow, MetricsWriter};
+use crate::record::{MetricRow, MetricsWriter, Split};
+use crate::resume::{self, EpochStats, Progress, Saved};
+use crate::sampling::{bucketed_batches, schedule};
 use crate::tokenizer::length_sorted_batches;
 
 /// One task's tokenised data.
@@ -29,44 +37,10 @@ pub struct TaskData {
     pub eval_labels: Vec<i64>,
 }
 
-#[derive(Clone, Copy)]
-enum Split {
-    Train,
-    Eval,
-}
-
 /// Pooled sentence vectors computed once, for when no encoder weight trains.
 struct CachedFeatures {
     train: Tensor,
     eval: Tensor,
-}
-
-struct Opt {
-    opt: nn::Optimizer,
-    base_lr: f64,
-}
-
-/// Running sums for one task's training rows of an epoch.
-#[derive(Default)]
-struct EpochStats {
-    loss_sum: f64,
-    preds: Vec<i64>,
-    gold: Vec<i64>,
-}
-
-pub struct Trainer<'a> {
-    model: &'a MultiTaskModel,
-    plan: &'a FreezePlan,
-    tasks: &'a [TaskData],
-    cfg: &'a TrainConfig,
-    run: String,
-    scenario: String,
-    rng: StdRng,
-    cache: Option<Vec<CachedFeatures>>,
-    step: usize,
-    examples_seen: usize,
-    train_s: f64,
-    start: Instant,
 }
 
 /// What `Trainer::fit` did, for the run summary.
@@ -79,93 +53,46 @@ pub struct FitStats {
     pub features_cached: bool,
 }
 
-/// The optimizers of the trainable VarStores and the tensors whose gradients are clipped together.
-struct Optimizers {
-    opts: Vec<Opt>,
-    params: Vec<Tensor>,
-}
-
-/// The learning-rate multiplier at `step` (0-based) of `total`: linear warmup over `warmup` steps, then
-/// linear decay to 0 at `total`.
+/// The learning-rate multiplier at optimizer step `step` (0-based) of `total`, exactly as
+/// transformers' `get_linear_schedule_with_warmup` gives it: `step / warmup` during warmup (so the first
+/// step of a warmed-up run has learning rate 0), then linear decay to 0 at `total`.
 pub fn lr_factor(step: usize, warmup: usize, total: usize) -> f64 {
     if step < warmup {
-        (step + 1) as f64 / warmup as f64
+        step as f64 / warmup.max(1) as f64
     } else {
-        ((total - step) as f64 / (total - warmup).max(1) as f64).max(0.0)
+        (total.saturating_sub(step) as f64 / total.saturating_sub(warmup).max(1) as f64).max(0.0)
     }
 }
 
-/// Training batches of one task for one epoch: shuffled, then bucketed by length within pools of
-/// 32 batches so that padding stays small while batch order stays random.
-fn bucketed_batches(lengths: &[usize], batch_size: usize, rng: &mut StdRng) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..lengths.len()).collect();
-    order.shuffle(rng);
-    let mut batches: Vec<Vec<usize>> = order
-        .chunks(batch_size * 32)
-        .flat_map(|pool| {
-            let mut pool = pool.to_vec();
-            pool.sort_by_key(|&i| lengths[i]);
-            pool.chunks(batch_size).map(|c| c.to_vec()).collect::<Vec<_>>()
-        })
-        .collect();
-    batches.shuffle(rng);
-    batches
+/// A 64-bit mix of the run seed and a counter (SplitMix64), so per-epoch and per-step seeds are unrelated.
+pub fn mix(seed: u64, k: u64) -> u64 {
+    let mut z = seed ^ k.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
-/// The order in which tasks' batches are visited in one epoch.
-fn schedule(
-    per_task: Vec<Vec<Vec<usize>>>,
-    sampling: Sampling,
-    temperature: f64,
-    rng: &mut StdRng,
-) -> Vec<(usize, Vec<usize>)> {
-    let total: usize = per_task.iter().map(Vec::len).sum();
-    match sampling {
-        Sampling::Proportional => {
-            let mut all: Vec<(usize, Vec<usize>)> = per_task
-                .into_iter()
-                .enumerate()
-                .flat_map(|(t, bs)| bs.into_iter().map(move |b| (t, b)))
-                .collect();
-            all.shuffle(rng);
-            all
-        }
-        Sampling::RoundRobin => {
-            let mut queues: Vec<std::vec::IntoIter<Vec<usize>>> = per_task.into_iter().map(Vec::into_iter).collect();
-            let mut out = Vec::with_capacity(total);
-            while out.len() < total {
-                for (t, q) in queues.iter_mut().enumerate() {
-                    if let Some(b) = q.next() {
-                        out.push((t, b));
-                    }
-                }
-            }
-            out
-        }
-        Sampling::Temperature => {
-            // as many steps as proportional sampling; a task that runs out starts over on its batches
-            let sizes: Vec<f64> = per_task.iter().map(|b| b.len() as f64).collect();
-            let weights: Vec<f64> = sizes
-                .iter()
-                .map(|n| if *n > 0.0 { n.powf(1.0 / temperature) } else { 0.0 })
-                .collect();
-            let sum: f64 = weights.iter().sum();
-            let mut cursor = vec![0usize; per_task.len()];
-            let mut out = Vec::with_capacity(total);
-            for _ in 0..total {
-                let mut x = rng.gen::<f64>() * sum;
-                let mut t = 0;
-                while t + 1 < weights.len() && (x >= weights[t] || weights[t] == 0.0) {
-                    x -= weights[t];
-                    t += 1;
-                }
-                let b = &per_task[t];
-                out.push((t, b[cursor[t] % b.len()].clone()));
-                cursor[t] += 1;
-            }
-            out
-        }
-    }
+/// Where checkpoints go and how often (every N steps; each epoch end always).
+pub struct Checkpoints {
+    pub dir: PathBuf,
+    pub every_steps: Option<usize>,
+}
+
+pub struct Trainer<'a> {
+    model: &'a MultiTaskModel,
+    plan: &'a FreezePlan,
+    tasks: &'a [TaskData],
+    cfg: &'a TrainConfig,
+    run: String,
+    scenario: String,
+    seed: u64,
+    cache: Option<Vec<CachedFeatures>>,
+    step: usize,
+    examples_seen: usize,
+    train_s: f64,
+    /// elapsed seconds before this process took over (a resumed run)
+    elapsed_before: f64,
+    start: Instant,
 }
 
 impl<'a> Trainer<'a> {
@@ -185,11 +112,12 @@ impl<'a> Trainer<'a> {
             cfg,
             run: run.to_string(),
             scenario: scenario.to_string(),
-            rng: StdRng::seed_from_u64(seed),
+            seed,
             cache: None,
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
+            elapsed_before: 0.0,
             start: Instant::now(),
         }
     }
@@ -243,7 +171,7 @@ impl<'a> Trainer<'a> {
         Tensor::from_slice(&idx.iter().map(|&i| all[i]).collect::<Vec<_>>()).to_device(self.model.sentence.device)
     }
 
-    fn row(&self, epoch: usize, task: usize, split: &'static str, loss: f64, preds: &[i64], gold: &[i64]) -> MetricRow {
+    fn row(&self, epoch: usize, task: usize, split: Split, loss: f64, preds: &[i64], gold: &[i64]) -> MetricRow {
         let t = &self.tasks[task];
         MetricRow {
             run: self.run.clone(),
@@ -256,8 +184,12 @@ impl<'a> Trainer<'a> {
             accuracy: accuracy(preds, gold),
             macro_f1: macro_f1(preds, gold, t.num_labels),
             examples_seen: self.examples_seen,
-            elapsed_s: self.start.elapsed().as_secs_f64(),
+            elapsed_s: self.elapsed(),
         }
+    }
+
+    fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.start.elapsed().as_secs_f64()
     }
 
     /// Loss, accuracy and macro-F1 of every task on its eval file; the rows go to `sink` and back.
@@ -270,6 +202,7 @@ impl<'a> Trainer<'a> {
             let (mut loss_sum, mut preds) = (0.0, vec![0i64; lengths.len()]);
             tch::no_grad(|| -> Result<()> {
                 for idx in length_sorted_batches(&lengths, self.cfg.eval_batch_size) {
+                    interrupt::check()?;
                     let logits = self
                         .model
                         .head(ti)
@@ -289,12 +222,12 @@ impl<'a> Trainer<'a> {
             let row = self.row(
                 epoch,
                 ti,
-                "eval",
+                Split::Eval,
                 loss_sum / lengths.len() as f64,
                 &preds,
                 &t.eval_labels,
             );
-            sink.write(row.clone())?;
+            sink.write(&row)?;
             rows.push(row);
         }
         bar.finish_and_clear();
@@ -312,64 +245,47 @@ impl<'a> Trainer<'a> {
             .collect()
     }
 
-    fn optimizers(&self) -> Result<Optimizers> {
-        let adamw = nn::AdamW {
-            beta1: 0.9,
-            beta2: 0.999,
-            wd: self.cfg.weight_decay,
-            eps: 1e-8,
-            amsgrad: false,
-        };
-        let mut opts = Vec::new();
-        if self.plan.encoder_trains() {
-            let opt = adamw.build(&self.model.sentence.encoder.vs, self.cfg.lr_encoder)?;
-            opts.push(Opt {
-                opt,
-                base_lr: self.cfg.lr_encoder,
-            });
-        }
-        for h in &self.model.heads {
-            if self.plan.head_trains(&h.task)? {
-                opts.push(Opt {
-                    opt: adamw.build(&h.vs, self.cfg.lr_heads)?,
-                    base_lr: self.cfg.lr_heads,
-                });
+    /// AdamW over the trainable tensors: the encoder's at `lr_encoder`, the heads' at `lr_heads`.
+    fn optimizer(&self) -> Result<AdamW> {
+        let (mut enc, mut heads) = (Vec::new(), Vec::new());
+        for g in self.plan.select(&self.model.groups(), true)? {
+            let vars = g.vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone()));
+            if g.group.is_head() {
+                heads.extend(vars);
+            } else {
+                enc.extend(vars);
             }
         }
-        let groups = self.model.groups();
-        let params = self
-            .plan
-            .select(&groups, true)?
-            .into_iter()
-            .flat_map(|g| g.vars.iter().map(|(_, t)| t.shallow_clone()))
-            .collect();
-        Ok(Optimizers { opts, params })
+        let cfg = AdamWConfig {
+            weight_decay: self.cfg.weight_decay,
+            ..AdamWConfig::default()
+        };
+        Ok(AdamW::new(
+            cfg,
+            vec![(self.cfg.lr_encoder, enc), (self.cfg.lr_heads, heads)],
+        ))
     }
 
-    /// Clips the gradient norm over every trainable tensor together, as torch's clip_grad_norm_ does
-    /// over model.parameters().
-    fn clip(&self, params: &[Tensor]) -> Result<()> {
-        if self.cfg.grad_clip <= 0.0 {
-            return Ok(());
+    /// The global L2 norm of the gradients, and the gradients scaled down to `grad_clip` when it is
+    /// exceeded, as torch's clip_grad_norm_ does over model.parameters().
+    fn clip(&self, grads: &mut [Tensor]) -> Result<f64> {
+        let norms: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.norm()).collect();
+        if norms.is_empty() {
+            return Ok(0.0);
         }
-        let grads: Vec<Tensor> = params.iter().map(Tensor::grad).filter(Tensor::defined).collect();
-        if grads.is_empty() {
-            return Ok(());
-        }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
         let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
         let coef = self.cfg.grad_clip / (total + 1e-6);
-        if coef < 1.0 {
-            for mut g in grads {
+        if self.cfg.grad_clip > 0.0 && coef < 1.0 {
+            for g in grads.iter_mut().filter(|g| g.defined()) {
                 let _ = g.f_mul_scalar_(coef)?;
             }
         }
-        Ok(())
+        Ok(total)
     }
 
-    /// The batches of one epoch, in visiting order: each trained task's batches, mixed by the sampling.
-    fn epoch_plan(&mut self, trained: &[bool]) -> Vec<(usize, Vec<usize>)> {
-        let bs = self.cfg.batch_size;
+    /// The batches of one epoch, in visiting order, from an RNG seeded by (seed, epoch).
+    fn epoch_plan(&self, epoch: usize, trained: &[bool]) -> Vec<(usize, Vec<usize>)> {
+        let mut rng = StdRng::seed_from_u64(mix(self.seed, epoch as u64));
         let per_task: Vec<Vec<Vec<usize>>> = self
             .tasks
             .iter()
@@ -377,43 +293,48 @@ impl<'a> Trainer<'a> {
             .map(|(t, on)| {
                 let lengths: Vec<usize> = t.train_ids.iter().map(Vec::len).collect();
                 if *on {
-                    bucketed_batches(&lengths, bs, &mut self.rng)
+                    bucketed_batches(&lengths, self.cfg.batch_size, &mut rng)
                 } else {
                     Vec::new()
                 }
             })
             .collect();
-        schedule(per_task, self.cfg.sampling, self.cfg.temperature, &mut self.rng)
+        schedule(per_task, self.cfg.sampling, self.cfg.temperature, &mut rng)
     }
 
-    /// One optimisation step on batch `idx` of `task` at learning-rate multiplier `factor`; returns the
-    /// batch's mean loss.
+    /// One optimisation step on batch `idx` of `task`; returns the batch's mean loss. A non-finite loss
+    /// or gradient norm stops training before the weights are touched.
     fn step(
         &mut self,
-        opt: &mut Optimizers,
+        opt: &mut AdamW,
+        epoch: usize,
         task: usize,
         idx: &[usize],
         factor: f64,
         st: &mut EpochStats,
     ) -> Result<f64> {
         let t0 = Instant::now();
-        for o in opt.opts.iter_mut() {
-            o.opt.set_lr(o.base_lr * factor);
-        }
+        // dropout masks depend on (seed, step) only, so a resumed run draws the same ones
+        tch::manual_seed(mix(self.seed, (1 << 40) + self.step as u64) as i64);
         let head = self.model.head(task);
-        let head_trains = self.plan.head_trains(&head.task)?;
-        let logits = head.forward_t(&self.features(task, Split::Train, idx, true)?, head_trains);
+        let logits = head.forward_t(
+            &self.features(task, Split::Train, idx, true)?,
+            self.plan.head_trains(&head.task)?,
+        );
         let labels = self.labels(task, Split::Train, idx);
         let loss = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0);
-        for o in opt.opts.iter_mut() {
-            o.opt.zero_grad();
-        }
-        (&loss * self.tasks[task].loss_weight).backward();
-        self.clip(&opt.params)?;
-        for o in opt.opts.iter_mut() {
-            o.opt.step();
-        }
         let lv = loss.double_value(&[]);
+        let name = &self.tasks[task].name;
+        if !lv.is_finite() {
+            bail!("training diverged at step {} (epoch {epoch}, task `{name}`): the loss is {lv}; lower train.lr_encoder / train.lr_heads", self.step + 1);
+        }
+        let params = opt.params();
+        let mut grads = Tensor::run_backward(&[&loss * self.tasks[task].loss_weight], &params, false, false);
+        let norm = self.clip(&mut grads)?;
+        if !norm.is_finite() {
+            bail!("training diverged at step {} (epoch {epoch}, task `{name}`): the gradient norm is {norm}; lower train.lr_encoder / train.lr_heads", self.step + 1);
+        }
+        opt.step(&grads, factor);
         let p: Vec<i64> = logits.argmax(-1, false).to_device(tch::Device::Cpu).try_into()?;
         st.loss_sum += lv * idx.len() as f64;
         st.preds.extend(p);
@@ -424,14 +345,32 @@ impl<'a> Trainer<'a> {
         Ok(lv)
     }
 
-    /// Training rows of the epoch, then evaluation, then one line on stderr.
-    fn end_epoch(&self, epoch: usize, stats: &[EpochStats], sink: &mut MetricsWriter) -> Result<()> {
+    /// What follows the step that ended at position `pos` of an epoch's plan of `len` batches: the
+    /// periodic evaluation, and at the epoch's end its training rows, evaluation and log line.
+    fn after_step(
+        &self,
+        epoch: usize,
+        pos: usize,
+        len: usize,
+        stats: &[EpochStats],
+        sink: &mut MetricsWriter,
+    ) -> Result<()> {
+        if self
+            .cfg
+            .eval_every_steps
+            .is_some_and(|n| n > 0 && self.step.is_multiple_of(n))
+        {
+            self.evaluate(epoch, sink)?;
+        }
+        if pos < len {
+            return Ok(());
+        }
         for (ti, st) in stats.iter().enumerate() {
             if !st.gold.is_empty() {
-                sink.write(self.row(
+                sink.write(&self.row(
                     epoch,
                     ti,
-                    "train",
+                    Split::Train,
                     st.loss_sum / st.gold.len() as f64,
                     &st.preds,
                     &st.gold,
@@ -447,6 +386,56 @@ impl<'a> Trainer<'a> {
         Ok(())
     }
 
+    /// Takes over a checkpoint's counters and optimizer state; returns (epoch, position, pending, stats).
+    fn restore(&mut self, saved: Saved, opt: &mut AdamW) -> Result<(usize, usize, bool, Vec<EpochStats>)> {
+        let p = saved.progress;
+        opt.load_state(&saved.optimizer, &p.adam_steps)?;
+        (self.step, self.examples_seen, self.train_s, self.elapsed_before) =
+            (p.step, p.examples_seen, p.train_s, p.elapsed_s);
+        Ok((p.epoch, p.pos, p.pending, p.stats))
+    }
+
+    /// A checkpoint of the state at position `at` = (epoch, pos), with `rows` metrics rows written.
+    fn save(
+        &self,
+        ckpt: &Checkpoints,
+        opt: &AdamW,
+        at: (usize, usize),
+        stats: &[EpochStats],
+        rows: usize,
+        pending: bool,
+    ) -> Result<()> {
+        let p = self.progress(at.0, at.1, stats, rows, pending);
+        resume::save(&ckpt.dir, &self.trained_tensors()?, opt, &p)
+    }
+
+    fn progress(&self, epoch: usize, pos: usize, stats: &[EpochStats], rows: usize, pending: bool) -> Progress {
+        Progress {
+            epoch,
+            pos,
+            step: self.step,
+            examples_seen: self.examples_seen,
+            train_s: self.train_s,
+            elapsed_s: self.elapsed(),
+            stats: stats.to_vec(),
+            rows,
+            pending,
+            adam_steps: Default::default(),
+        }
+    }
+
+    /// The trained tensors a checkpoint holds: every trainable group and every head.
+    fn trained_tensors(&self) -> Result<Vec<(String, Tensor)>> {
+        let groups = self.model.groups();
+        let mut out = Vec::new();
+        for g in &groups {
+            if g.group.is_head() || self.plan.trains(&g.group)? {
+                out.extend(g.vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+            }
+        }
+        Ok(out)
+    }
+
     fn stats(&self) -> FitStats {
         FitStats {
             steps: self.step,
@@ -457,15 +446,19 @@ impl<'a> Trainer<'a> {
     }
 
     /// Evaluates before training (epoch 0), trains, and evaluates at each epoch end. Metric rows go to
-    /// `sink` as they are made, so an interrupted run keeps what it measured.
-    pub fn fit(mut self, sink: &mut MetricsWriter) -> Result<FitStats> {
-        self.evaluate(0, sink)?;
+    /// `sink` as they are made, so an interrupted run keeps what it measured; checkpoints go to `ckpt`.
+    /// With `resumed`, training continues from that checkpoint (its model tensors already loaded, `sink`
+    /// already cut back to its rows). An interruption checkpoints, then returns `interrupt::Interrupted`.
+    pub fn fit(mut self, sink: &mut MetricsWriter, ckpt: &Checkpoints, resumed: Option<Saved>) -> Result<FitStats> {
+        if resumed.is_none() {
+            self.evaluate(0, sink)?;
+        }
         let trained = self.trained_tasks()?;
         if !self.plan.anything_trains() || !trained.contains(&true) {
             eprintln!("nothing to train in this scenario: evaluated once, no optimizer built");
             return Ok(self.stats());
         }
-        let mut opt = self.optimizers()?;
+        let mut opt = self.optimizer()?;
         let bs = self.cfg.batch_size;
         let steps_per_epoch: usize = self
             .tasks
@@ -476,29 +469,57 @@ impl<'a> Trainer<'a> {
             .sum();
         let total = (steps_per_epoch * self.cfg.epochs).max(1);
         let warmup = (self.cfg.warmup_ratio * total as f64).round() as usize;
-        for epoch in 1..=self.cfg.epochs {
-            let plan = self.epoch_plan(&trained);
+        let fresh = || -> Vec<EpochStats> { self.tasks.iter().map(|_| EpochStats::default()).collect() };
+        let (first, mut pos, mut pending, mut stats) = match resumed {
+            Some(saved) => self.restore(saved, &mut opt)?,
+            None => (1, 0, false, fresh()),
+        };
+        // the step of the last checkpoint written (with nothing pending), so an interruption right after
+        // one does not write it again
+        let mut saved_at: Option<usize> = None;
+        for epoch in first..=self.cfg.epochs {
+            let plan = self.epoch_plan(epoch, &trained);
+            if epoch != first {
+                (pos, pending, stats) = (0, false, fresh());
+            }
             let bar = progress_bar(plan.len() as u64, &format!("epoch {epoch}/{}", self.cfg.epochs));
-            let mut stats: Vec<EpochStats> = self.tasks.iter().map(|_| EpochStats::default()).collect();
+            bar.set_position(pos as u64);
             let (epoch_start, mut epoch_examples) = (Instant::now(), 0usize);
-            for (task, idx) in plan {
-                let lv = self.step(
-                    &mut opt,
-                    task,
-                    &idx,
-                    lr_factor(self.step, warmup, total),
-                    &mut stats[task],
-                )?;
+            loop {
+                if pending {
+                    let rows = sink.written();
+                    if let Err(e) = bar.suspend(|| self.after_step(epoch, pos, plan.len(), &stats, sink)) {
+                        if interrupt::is_interrupted(&e) {
+                            self.save(ckpt, &opt, (epoch, pos), &stats, rows, true)?;
+                        }
+                        return Err(e);
+                    }
+                    pending = false;
+                    let due = ckpt.every_steps.is_some_and(|n| n > 0 && self.step.is_multiple_of(n));
+                    if due || pos == plan.len() {
+                        self.save(ckpt, &opt, (epoch, pos), &stats, sink.written(), false)?;
+                        saved_at = Some(self.step);
+                    }
+                }
+                if pos == plan.len() {
+                    break;
+                }
+                if interrupt::requested() {
+                    if saved_at != Some(self.step) {
+                        self.save(ckpt, &opt, (epoch, pos), &stats, sink.written(), false)?;
+                    }
+                    return Err(interrupt::Interrupted.into());
+                }
+                let (task, idx) = &plan[pos];
+                let factor = lr_factor(self.step, warmup, total);
+                let lv = self.step(&mut opt, epoch, *task, idx, factor, &mut stats[*task])?;
+                (pos, pending) = (pos + 1, true);
                 epoch_examples += idx.len();
                 bar.inc(1);
                 let rate = epoch_examples as f64 / epoch_start.elapsed().as_secs_f64();
-                bar.set_message(format!("{} loss {lv:.4}  {rate:.1} ex/s", self.tasks[task].name));
-                if self.cfg.eval_every_steps.is_some_and(|n| n > 0 && self.step.is_multiple_of(n)) {
-                    bar.suspend(|| self.evaluate(epoch, sink))?;
-                }
+                bar.set_message(format!("{} loss {lv:.4}  {rate:.1} ex/s", self.tasks[*task].name));
             }
             bar.finish_and_clear();
-            self.end_epoch(epoch, &stats, sink)?;
         }
         Ok(self.stats())
     }
@@ -508,56 +529,33 @@ impl<'a> Trainer<'a> {
 mod tests {
     use super::*;
 
-    fn batches(n: usize) -> Vec<Vec<usize>> {
-        (0..n).map(|i| vec![i]).collect()
-    }
-
     #[test]
-    fn round_robin_alternates_until_all_used() {
-        let mut rng = StdRng::seed_from_u64(0);
-        let order: Vec<usize> = schedule(vec![batches(3), batches(1)], Sampling::RoundRobin, 1.0, &mut rng)
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
-        assert_eq!(order, vec![0, 1, 0, 0]);
-    }
-
-    #[test]
-    fn proportional_visits_each_batch_once() {
-        let mut rng = StdRng::seed_from_u64(0);
-        let s = schedule(vec![batches(5), batches(2)], Sampling::Proportional, 1.0, &mut rng);
-        assert_eq!(s.iter().filter(|(t, _)| *t == 0).count(), 5);
-        assert_eq!(s.iter().filter(|(t, _)| *t == 1).count(), 2);
-    }
-
-    #[test]
-    fn high_temperature_flattens_task_mix() {
-        let mut rng = StdRng::seed_from_u64(0);
-        let s = schedule(
-            vec![batches(900), batches(100)],
-            Sampling::Temperature,
-            1000.0,
-            &mut rng,
-        );
-        let small = s.iter().filter(|(t, _)| *t == 1).count();
-        assert_eq!(s.len(), 1000);
-        assert!((400..600).contains(&small), "{small}");
-    }
-
-    #[test]
-    fn lr_warms_up_then_decays_to_zero() {
-        let f: Vec<f64> = (0..10).map(|s| lr_factor(s, 2, 10)).collect();
-        assert_eq!(f[..3], [0.5, 1.0, 1.0]);
-        assert!((f[9] - 0.125).abs() < 1e-12 && lr_factor(10, 2, 10) == 0.0);
+    fn lr_schedule_is_transformers_linear_with_warmup() {
+        // transformers 4.46.3: get_linear_schedule_with_warmup(opt, 3, 10), lr before each of 11 steps
+        let want = [
+            0.0,
+            1.0 / 3.0,
+            2.0 / 3.0,
+            1.0,
+            6.0 / 7.0,
+            5.0 / 7.0,
+            4.0 / 7.0,
+            3.0 / 7.0,
+            2.0 / 7.0,
+            1.0 / 7.0,
+            0.0,
+        ];
+        for (s, w) in want.iter().enumerate() {
+            assert!((lr_factor(s, 3, 10) - w).abs() < 1e-15, "step {s}");
+        }
         assert_eq!(lr_factor(0, 0, 4), 1.0);
+        assert_eq!(lr_factor(12, 3, 10), 0.0);
     }
 
     #[test]
-    fn bucketed_batches_cover_all_examples() {
-        let mut rng = StdRng::seed_from_u64(1);
-        let lengths: Vec<usize> = (0..100).map(|i| i % 17).collect();
-        let mut seen: Vec<usize> = bucketed_batches(&lengths, 8, &mut rng).concat();
-        seen.sort();
-        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+    fn seeds_mix_apart() {
+        assert_ne!(mix(1, 1), mix(1, 2));
+        assert_ne!(mix(1, 2), mix(2, 1));
+        assert_eq!(mix(7, 3), mix(7, 3));
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::*;
 use harness::config::ExperimentConfig;
-use harness::experiment::{self, Outcome};
+use harness::experiment::{self, Outcome, Start};
 use harness::group::Group;
 use harness::model::MultiTaskModel;
 
@@ -25,7 +25,7 @@ fn load(dir: &Path, freeze: &str, train: &str) -> ExperimentConfig {
 
 fn run(dir: &Path, freeze: &str, train: &str) -> (ExperimentConfig, Outcome) {
     let cfg = load(dir, freeze, train);
-    let out = experiment::run(&cfg).unwrap();
+    let out = experiment::run(&cfg, Start::Fresh).unwrap();
     (cfg, out)
 }
 
@@ -55,7 +55,7 @@ fn check_scenario(freeze: &str, expect_trainable: &dyn Fn(&Group) -> bool) -> (t
     let d = tempfile::tempdir().unwrap();
     let cfg = load(d.path(), freeze, "");
     let (before, _) = experiment::build(&cfg).unwrap();
-    let out = experiment::run(&cfg).unwrap();
+    let out = experiment::run(&cfg, Start::Fresh).unwrap();
     assert!(out.summary.frozen_unchanged);
     for (group, changed) in changed_groups(&before, &out.model) {
         let want = expect_trainable(&group);
@@ -292,7 +292,7 @@ fn a_failed_run_leaves_the_earlier_result_intact() {
     let o = harness(&["run", &write_cfg(d.path(), &text)]);
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(
-        std::fs::read(experiment::run_dir(&cfg).join("metrics.csv")).unwrap(),
+        std::fs::read(cfg.output_dir.join(&cfg.name).join("metrics.csv")).unwrap(),
         before
     );
 }

@@ -1,0 +1,284 @@
+//! A run's place on disk, and the only code that creates, renames or deletes it.
+//!
+//! A run named `N` in `output_dir` owns exactly `N/` (the finished result), `N.partial/` (the run in
+//! progress, or an interrupted or failed one), `N.lock` (held for the life of a run) and, only while a
+//! new result replaces an old one, `N.old/`. Nothing else is ever written, renamed or deleted. The lock is
+//! an OS file lock (`File::try_lock`), so a lock left by a dead process is simply free, and the lock file
+//! itself is never deleted (another process may hold it).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::check_name;
+use crate::record::{Summary, ERROR_FILE, SUMMARY_FILE};
+
+/// Where a run lives: the folder it writes into and its name, checked to be one plain folder name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDir {
+    output_dir: PathBuf,
+    name: String,
+}
+
+/// What is on disk for a run, as `sweep --list`, `compare` and `run` see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunState {
+    /// nothing yet
+    Missing,
+    /// another process holds the lock
+    Running(String),
+    /// interrupted: a `.partial` without an error, resumable when it has a checkpoint
+    Partial { resumable: bool },
+    /// a `.partial` whose run stopped with this error
+    Failed(String),
+    /// a finished result
+    Complete,
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunState::Missing => f.write_str("missing"),
+            RunState::Running(_) => f.write_str("running"),
+            RunState::Partial { .. } => f.write_str("partial"),
+            RunState::Failed(_) => f.write_str("failed"),
+            RunState::Complete => f.write_str("done"),
+        }
+    }
+}
+
+/// Who holds a run's lock, written into the lock file once it is held.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    pub started: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pid {} on {}, started {}", self.pid, self.host, self.started)
+    }
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Seconds since the Unix epoch, as an RFC 3339-like UTC string (no time-zone crate needed).
+pub fn now_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // civil-from-days (Howard Hinnant's algorithm)
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl RunDir {
+    pub fn new(output_dir: &Path, name: &str) -> Result<Self> {
+        check_name(name)?;
+        Ok(RunDir {
+            output_dir: output_dir.to_path_buf(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The run whose result folder is `path` (`<output_dir>/<name>`).
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{}: not a run folder", path.display()))?;
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        Self::new(parent, name)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The finished result, `<output_dir>/<name>/`.
+    pub fn path(&self) -> PathBuf {
+        self.output_dir.join(&self.name)
+    }
+
+    pub fn partial(&self) -> PathBuf {
+        self.output_dir.join(format!("{}.partial", self.name))
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        self.output_dir.join(format!("{}.lock", self.name))
+    }
+
+    fn old(&self) -> PathBuf {
+        self.output_dir.join(format!("{}.old", self.name))
+    }
+
+    /// Takes the run's lock, or fails at once naming the process that holds it.
+    pub fn lock(&self) -> Result<RunLock> {
+        fs::create_dir_all(&self.output_dir)
+            .with_context(|| format!("{}: cannot create the output folder", self.output_dir.display()))?;
+        let path = self.lock_path();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open the run lock", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let holder =
+                    serde_json::from_str::<Holder>(&text).map_or_else(|_| "another process".into(), |h| h.to_string());
+                bail!(
+                    "run `{}` is already running ({holder}); its lock is {}",
+                    self.name,
+                    path.display()
+                );
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                bail!(
+                    "{}: cannot lock ({e}); runs need a filesystem with working file locks",
+                    path.display()
+                )
+            }
+        }
+        let holder = Holder {
+            pid: std::process::id(),
+            host: hostname(),
+            started: now_utc(),
+        };
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(serde_json::to_string(&holder)?.as_bytes())?;
+        file.sync_all()?;
+        let lock = RunLock {
+            dir: self.clone(),
+            _file: file,
+        };
+        lock.recover()?;
+        Ok(lock)
+    }
+
+    /// What is on disk for this run, without changing anything.
+    pub fn state(&self) -> RunState {
+        if let Ok(file) = File::open(self.lock_path()) {
+            if let Err(fs::TryLockError::WouldBlock) = file.try_lock_shared() {
+                let text = fs::read_to_string(self.lock_path()).unwrap_or_default();
+                let holder =
+                    serde_json::from_str::<Holder>(&text).map_or_else(|_| "another process".into(), |h| h.to_string());
+                return RunState::Running(holder);
+            }
+        }
+        if Summary::read(&self.path().join(SUMMARY_FILE)).is_ok_and(|s| s.complete) {
+            return RunState::Complete;
+        }
+        let partial = self.partial();
+        if !partial.is_dir() {
+            return RunState::Missing;
+        }
+        match fs::read_to_string(partial.join(ERROR_FILE)) {
+            Ok(e) => RunState::Failed(e.trim().to_string()),
+            Err(_) => RunState::Partial {
+                resumable: crate::resume::has_checkpoint(&partial),
+            },
+        }
+    }
+}
+
+/// A held run lock; the only way to change a run's paths. Dropping it releases the lock (the OS also
+/// releases it when the process dies, however it dies).
+pub struct RunLock {
+    dir: RunDir,
+    _file: File,
+}
+
+impl RunLock {
+    pub fn dir(&self) -> &RunDir {
+        &self.dir
+    }
+
+    /// Undoes a crash in the middle of `commit`: with `.old/` and no result, `.old/` is the result.
+    fn recover(&self) -> Result<()> {
+        let (old, fin) = (self.dir.old(), self.dir.path());
+        if old.is_dir() {
+            if fin.exists() {
+                fs::remove_dir_all(&old).with_context(|| format!("{}: cannot remove", old.display()))?;
+            } else {
+                fs::rename(&old, &fin)
+                    .with_context(|| format!("cannot restore {} to {}", old.display(), fin.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An empty `.partial/` for a fresh start (an earlier one is discarded: the caller decided so).
+    pub fn fresh_partial(&self) -> Result<PathBuf> {
+        let p = self.dir.partial();
+        if p.exists() {
+            fs::remove_dir_all(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
+        }
+        fs::create_dir_all(&p).with_context(|| format!("{}: cannot create", p.display()))?;
+        Ok(p)
+    }
+
+    /// Records why the run stopped, so `sweep --list` can say `failed`; the `.partial` stays for inspection.
+    pub fn mark_failed(&self, error: &str) -> Result<()> {
+        let p = self.dir.partial();
+        if p.is_dir() {
+            fs::write(p.join(ERROR_FILE), format!("{error}\n"))?;
+        }
+        Ok(())
+    }
+
+    /// Clears a failure mark before the run goes on.
+    pub fn clear_failed(&self) -> Result<()> {
+        let e = self.dir.partial().join(ERROR_FILE);
+        if e.exists() {
+            fs::remove_file(&e).with_context(|| format!("{}: cannot remove", e.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Makes `.partial/` the result. An earlier result is moved aside to `.old/` first and deleted only
+    /// once the new one is in place, so at every instant one complete result exists.
+    pub fn commit(&self) -> Result<PathBuf> {
+        let (partial, fin, old) = (self.dir.partial(), self.dir.path(), self.dir.old());
+        if fin.exists() {
+            fs::rename(&fin, &old)
+                .with_context(|| format!("cannot move {} aside to {}", fin.display(), old.display()))?;
+        }
+        fs::rename(&partial, &fin)
+            .with_context(|| format!("cannot move {} to {}", partial.display(), fin.display()))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).with_context(|| format!("{}: cannot remove", old.display()))?;
+        }
+        Ok(fin)
+    }
+}
