@@ -390,7 +390,7 @@ pub fn check_name(name: &str) -> Result<()> {
     }
     for suffix in [".partial", ".old", ".lock"] {
         if name.ends_with(suffix) {
-            bail!("`{name}` must not end in {suffix} (a run's own paths end so)");
+            bail!("`{name}` must be a plain folder name not ending in {suffix} (a run's own paths end so)");
         }
     }
     Ok(())
