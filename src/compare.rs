@@ -482,7 +482,7 @@ mod tests {
                 );
                 if epoch > 0 {
                     csv += &format!(
-                        "{run},{scenario},{epoch},{step},{task},train,0.4,,,{},{}\n",
+                        "{run},{scenario},{epoch},{step},{task},train,0.4,0.5,0.5,{},{}\n",
                         step * 8,
                         epoch as f64
                     );
@@ -496,11 +496,13 @@ mod tests {
         }
         fs::write(dir.join("metrics.csv"), csv).unwrap();
         let summary = serde_json::json!({
-            "run": run, "scenario": scenario, "device": "cpu", "seed": seed,
+            "run": run, "scenario": scenario, "device": "cpu", "seed": seed, "model": "m",
             "params_total": 1000, "params_trainable": 250,
-            "groups": {"encoder": {"params": 750, "trainable": 0}, "head": {"params": 250, "trainable": 250}},
-            "frozen_unchanged": true, "final": finals, "wall_s": wall,
-            "train_examples_per_s": eps, "complete": true, "extra": [1, 2]
+            "groups": {"encoder": {"params": 750, "trainable": false}, "head": {"params": 250, "trainable": true}},
+            "frozen_unchanged": true, "frozen_tensors_checked": 3, "final": finals,
+            "train_examples": {}, "eval_examples": {}, "epochs": 3, "steps": 30, "examples_seen": 240,
+            "features_cached": false, "wall_s": wall, "train_s": wall / 2.0,
+            "train_examples_per_s": eps, "complete": true
         });
         fs::write(dir.join("summary.json"), summary.to_string()).unwrap();
         dir
@@ -625,7 +627,7 @@ mod tests {
         fs::write(&path, lines.join("\n")).unwrap();
         let err = format!("{:#}", load_run(&dir).unwrap_err());
         assert!(
-            err.contains("metrics.csv line 5: column `accuracy`: invalid float `abc`"),
+            err.contains("metrics.csv line 5: column `accuracy`: invalid value `abc`"),
             "{err}"
         );
     }
@@ -660,6 +662,52 @@ mod tests {
         let cmp = compare(&dirs, &tmp.path().join("out")).unwrap();
         assert!(cmp.to_markdown().contains("| baseline (incomplete) |"));
         assert_eq!(cmp.warnings.len(), 1, "{:?}", cmp.warnings);
+    }
+
+    #[test]
+    fn a_run_with_non_finite_metrics_is_listed_not_averaged() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut dirs = fixture(tmp.path());
+        dirs.push(write_run(
+            tmp.path(),
+            "frozen-seed3",
+            "frozen",
+            3,
+            &[("sst2", &[0.5, f64::NAN])],
+            10.0,
+            100.0,
+        ));
+        let cmp = compare(&dirs, &tmp.path().join("out")).unwrap();
+        let sst = cmp
+            .rows
+            .iter()
+            .find(|r| r.group == "frozen" && r.task == "sst2")
+            .unwrap();
+        assert_eq!(sst.seeds, vec![1, 2], "the diverged seed is not merged");
+        assert!(sst.accuracy.unwrap().mean.is_finite());
+        assert_eq!(cmp.left_out.len(), 1, "{:?}", cmp.left_out);
+        assert!(cmp
+            .to_markdown()
+            .contains("Left out, non-finite metrics (diverged): `frozen-seed3`"));
+        let only_nan = compare(&dirs[3..], &tmp.path().join("out2")).unwrap_err();
+        assert!(
+            format!("{only_nan:#}").contains("no run with finite metrics"),
+            "{only_nan:#}"
+        );
+    }
+
+    #[test]
+    fn base_name_groups_runs_whatever_their_folder_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = fixture(tmp.path());
+        for (d, base) in dirs.iter().zip(["lr-a", "lr-b", "base"]) {
+            let path = d.join("summary.json");
+            let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+            v["base_name"] = base.into();
+            fs::write(&path, v.to_string()).unwrap();
+        }
+        let cmp = compare(&dirs, &tmp.path().join("out")).unwrap();
+        assert_eq!(cmp.n_groups, 3, "different base names are never merged");
     }
 
     #[test]

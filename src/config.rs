@@ -609,6 +609,75 @@ mod tests {
     }
 
     #[test]
+    fn every_out_of_range_value_names_its_key() {
+        let cases: &[(&str, &str)] = &[
+            ("name=..", "name"),
+            ("name=a/b", "name"),
+            ("device=gpu", "device"),
+            ("output_dir=''", "output_dir"),
+            ("encoder.model=''", "encoder.model"),
+            ("encoder.max_length=1", "encoder.max_length"),
+            ("encoder.max_length=0", "encoder.max_length"),
+            ("encoder.max_length=-3", "encoder.max_length"),
+            ("encoder.pooling=sum", "encoder.pooling"),
+            ("tasks.0.name=''", "tasks.0"),
+            ("tasks.0.num_labels=1", "num_labels"),
+            ("tasks.0.num_labels=0", "num_labels"),
+            ("tasks.0.loss_weight=-1", "loss_weight"),
+            ("tasks.0.loss_weight=.nan", "loss_weight"),
+            ("tasks.0.limit_train=0", "limit_train"),
+            ("tasks.0.limit_eval=0", "limit_eval"),
+            ("tasks.0.labels=[a]", "labels"),
+            ("tasks.0.labels=[a, a]", "labels"),
+            ("tasks.0.head={type: linear, hidden: 5}", "tasks[0].head"),
+            ("tasks.0.head={type: mlp, hidden: 0}", "head.hidden"),
+            ("tasks.0.head={type: mlp, dropout: 1.0}", "head.dropout"),
+            ("tasks.0.head={type: mlp, dropot: 0.1}", "did you mean `dropout`"),
+            ("tasks.0.head={type: conv}", "tasks[0].head"),
+            ("freeze.scenario=head:zzz", "unknown task `zzz`"),
+            ("freeze.scenario=frozen", "freeze.scenario"),
+            ("freeze.unfreeze_top_layers=0", "freeze.unfreeze_top_layers"),
+            ("train.epochs=0", "train.epochs"),
+            ("train.epochs=abc", "train.epochs"),
+            ("train.epochs=-1", "train.epochs"),
+            ("train.batch_size=0", "train.batch_size"),
+            ("train.eval_batch_size=0", "train.eval_batch_size"),
+            ("train.lr_encoder=-1e-5", "train.lr_encoder"),
+            ("train.lr_heads=.nan", "train.lr_heads"),
+            ("train.lr_heads=.inf", "train.lr_heads"),
+            ("train.weight_decay=-0.1", "train.weight_decay"),
+            ("train.warmup_ratio=1.5", "train.warmup_ratio"),
+            ("train.grad_clip=-1", "train.grad_clip"),
+            ("train.temperature=.nan", "train.temperature"),
+            ("train.temperature=0", "train.temperature"),
+            ("train.eval_every_steps=0", "train.eval_every_steps"),
+            ("train.checkpoint_every_steps=0", "train.checkpoint_every_steps"),
+            ("train.sampling=random", "train.sampling"),
+            ("train.cache_features=maybe", "train.cache_features"),
+            ("seed=-1", "seed"),
+            ("tasks=[]", "tasks"),
+        ];
+        for (set, key) in cases {
+            let e = format!("{:#}", load(MIN, &[set]).expect_err(set));
+            assert!(e.contains(key), "--set {set}: `{key}` not in: {e}");
+        }
+        assert!(load(
+            MIN,
+            &["train.lr_heads=0", "train.warmup_ratio=1", "encoder.max_length=3"]
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_type_error_in_the_file_names_key_path_and_line() {
+        let e = format!(
+            "{:#}",
+            load(&format!("{MIN}train:\n  epochs: many\n"), &[]).unwrap_err()
+        );
+        assert!(e.contains("train.epochs") && e.contains("line 8"), "{e}");
+    }
+
+    #[test]
     fn scenario_naming_unknown_task_fails() {
         let e = format!(
             "{:#}",

@@ -282,3 +282,79 @@ impl RunLock {
         Ok(fin)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)], path: &Path) {
+        fs::create_dir_all(path).unwrap();
+        for (f, text) in files {
+            fs::write(path.join(f), text).unwrap();
+        }
+    }
+
+    #[test]
+    fn commit_replaces_an_earlier_result_only_once_the_new_one_is_in_place() {
+        let d = tempfile::tempdir().unwrap();
+        let rd = RunDir::new(d.path(), "r").unwrap();
+        dir_with(&[("a.txt", "old")], &rd.path());
+        let lock = rd.lock().unwrap();
+        let p = lock.fresh_partial().unwrap();
+        fs::write(p.join("a.txt"), "new").unwrap();
+        lock.commit().unwrap();
+        assert_eq!(fs::read_to_string(rd.path().join("a.txt")).unwrap(), "new");
+        let mut names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["r", "r.lock"], "nothing but the run's own paths");
+    }
+
+    #[test]
+    fn a_crash_between_the_two_renames_restores_the_earlier_result() {
+        let d = tempfile::tempdir().unwrap();
+        let rd = RunDir::new(d.path(), "r").unwrap();
+        // the state a crash after `r -> r.old` and before `r.partial -> r` leaves
+        dir_with(&[("a.txt", "old")], &d.path().join("r.old"));
+        dir_with(&[("a.txt", "new")], &rd.partial());
+        drop(rd.lock().unwrap());
+        assert_eq!(fs::read_to_string(rd.path().join("a.txt")).unwrap(), "old");
+        assert!(!d.path().join("r.old").exists() && rd.partial().exists());
+        // and after the second rename, a leftover .old is simply removed
+        dir_with(&[], &d.path().join("r.old"));
+        drop(rd.lock().unwrap());
+        assert!(!d.path().join("r.old").exists() && rd.path().join("a.txt").exists());
+    }
+
+    #[test]
+    fn a_held_lock_refuses_a_second_holder_and_names_the_first() {
+        let d = tempfile::tempdir().unwrap();
+        let rd = RunDir::new(d.path(), "r").unwrap();
+        let lock = rd.lock().unwrap();
+        let err = format!("{:#}", rd.lock().err().unwrap());
+        assert!(
+            err.contains("already running") && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(matches!(rd.state(), RunState::Running(_)));
+        drop(lock);
+        assert_eq!(rd.state(), RunState::Missing);
+        drop(rd.lock().unwrap());
+        assert!(rd.lock_path().exists(), "the lock file is never deleted");
+    }
+
+    #[test]
+    fn states_follow_what_is_on_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let rd = RunDir::new(d.path(), "r").unwrap();
+        dir_with(&[], &rd.partial());
+        assert_eq!(rd.state(), RunState::Partial { resumable: false });
+        dir_with(&[("checkpoint.json", "{}")], &rd.partial());
+        assert_eq!(rd.state(), RunState::Partial { resumable: true });
+        dir_with(&[(ERROR_FILE, "boom\n")], &rd.partial());
+        assert_eq!(rd.state(), RunState::Failed("boom".into()));
+        assert!(RunDir::new(d.path(), "..").is_err() && RunDir::new(d.path(), "a/b").is_err());
+    }
+}

@@ -241,3 +241,62 @@ fn run_names_that_could_reach_other_paths_are_refused_before_anything_is_written
         .collect();
     assert_eq!(left.len(), 2, "only c.yaml and keep.txt: {left:?}");
 }
+
+#[test]
+fn threads_out_of_range_are_one_line_errors() {
+    for n in ["--threads=0", "--threads=-1", "--threads=100000"] {
+        let out = harness(&[n, "eval-sts", "--device", "cpu"]);
+        assert_user_error(&out, "--threads");
+    }
+}
+
+#[test]
+fn ranges_are_checked_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path());
+    for (set, key) in [
+        ("train.epochs=0", "train.epochs"),
+        ("encoder.max_length=1", "encoder.max_length"),
+        ("train.temperature=.nan", "train.temperature"),
+        ("train.lr_encoder=-1", "train.lr_encoder"),
+        ("train.epochs=abc", "train.epochs"),
+        ("tasks.0.head={type: linear, hidden: 3}", "tasks[0].head"),
+    ] {
+        assert_user_error(&run(&cfg, "r", &["--set", set]), key);
+    }
+    assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1, "only c.yaml");
+    let both = run(&cfg, "r", &["--resume", "--restart"]);
+    assert_eq!(both.status.code(), Some(2));
+}
+
+#[test]
+fn predict_refuses_unfinished_and_diverged_runs() {
+    let (ref_dir, _) = reference();
+    let good = ref_dir.path().join("ref");
+    let out = harness(&[
+        "predict",
+        "--run",
+        good.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "a fine film",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let d = tempfile::tempdir().unwrap();
+    let bad = d.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["config.yaml", "metrics.csv", "summary.json", "checkpoint.safetensors"] {
+        std::fs::copy(good.join(f), bad.join(f)).unwrap();
+    }
+    let path = bad.join("summary.json");
+    let mut s: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    s["final"]["sentiment"]["loss"] = serde_json::Value::Null; // how serde_json writes NaN
+    std::fs::write(&path, s.to_string()).unwrap();
+    let out = harness(&["predict", "--run", bad.to_str().unwrap(), "a fine film"]);
+    assert_user_error(&out, "not finite");
+
+    std::fs::create_dir_all(d.path().join("p.partial")).unwrap();
+    let out = harness(&["predict", "--run", d.path().join("p").to_str().unwrap(), "x"]);
+    assert_user_error(&out, "not a finished run (its state: partial)");
+}
