@@ -114,11 +114,13 @@ fn prepare(lock: &RunLock, cfg: &ExperimentConfig, start: Start) -> Result<Optio
 pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     let wall = Instant::now();
     let rd = RunDir::new(&cfg.output_dir, &cfg.name)?;
+    // everything that can be checked without writing is checked before the lock: data, model, freezing
     let data = read_tasks(cfg)?;
+    let (model, plan) = build(cfg)?;
     let lock = rd.lock()?;
     let saved = prepare(&lock, cfg, start)?;
     let partial = rd.partial();
-    train_and_commit(cfg, &lock, data, saved, wall).map_err(|e| {
+    train_and_commit(cfg, &lock, (model, plan), data, saved, wall).map_err(|e| {
         if interrupt::is_interrupted(&e) {
             eprintln!(
                 "run {} interrupted; continue it with: harness run CONFIG --resume",
@@ -139,12 +141,12 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
 fn train_and_commit(
     cfg: &ExperimentConfig,
     lock: &RunLock,
+    (model, plan): (MultiTaskModel, FreezePlan),
     data: Vec<(LabelledData, LabelledData)>,
     saved: Option<Saved>,
     wall: Instant,
 ) -> Result<Outcome> {
     let work = lock.dir().partial();
-    let (model, plan) = build(cfg)?;
     let groups = model.groups();
     let scenario = cfg.scenario_label();
     eprintln!(
