@@ -142,7 +142,7 @@ fn sigterm_checkpoints_exits_75_and_resume_equals_an_uninterrupted_run() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path());
     let partial = d.path().join("t.partial");
-    let mut child = spawn(&cfg, "t");
+    let child = spawn(&cfg, "t");
     let k = random_step().min(8);
     wait_until("a checkpoint", 300, || {
         checkpointed_step(&partial).is_some_and(|s| s >= k)
