@@ -54,6 +54,9 @@ impl fmt::Display for Group {
 pub struct ParamGroup {
     pub group: Group,
     pub vars: Vec<(String, Tensor)>,
+    /// the architecture has this group but the checkpoint did not (BERT's pooler saved with
+    /// `add_pooling_layer=False`): no variables, reported as absent rather than silently dropped
+    pub absent: bool,
 }
 
 impl ParamGroup {
@@ -85,11 +88,13 @@ mod tests {
 
     #[test]
     fn names_and_order_are_the_reported_ones() {
-        let mut gs = [Group::Head("a".into()),
+        let mut gs = [
+            Group::Head("a".into()),
             Group::Pooler,
             Group::Layer(10),
             Group::Layer(2),
-            Group::Embeddings];
+            Group::Embeddings,
+        ];
         gs.sort();
         let names: Vec<String> = gs.iter().map(Group::to_string).collect();
         assert_eq!(names, ["embeddings", "layer.2", "layer.10", "pooler", "head:a"]);

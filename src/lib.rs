@@ -13,6 +13,7 @@ pub mod experiment;
 pub mod freeze;
 pub mod group;
 pub mod heads;
+pub mod hub_cache;
 pub mod metrics;
 pub mod model;
 pub mod model_folder;

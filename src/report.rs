@@ -67,6 +67,9 @@ impl MetricsWriter {
 pub struct GroupInfo {
     pub params: i64,
     pub trainable: bool,
+    /// not in the checkpoint (BERT's pooler saved with add_pooling_layer=False); written only when true
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +114,7 @@ pub fn group_infos(groups: &[ParamGroup], plan: &FreezePlan) -> Result<BTreeMap<
                 GroupInfo {
                     params: g.numel(),
                     trainable: plan.trains(&g.group)?,
+                    absent: g.absent,
                 },
             ))
         })
@@ -123,7 +127,9 @@ pub fn groups_table(groups: &[ParamGroup], plan: &FreezePlan) -> Result<String> 
     let (mut total, mut trainable) = (0i64, 0i64);
     for g in groups {
         let on = plan.trains(&g.group)?;
-        let note = if g.group == Group::Pooler {
+        let note = if g.absent {
+            "  (absent: not in the checkpoint, unused by pooling)"
+        } else if g.group == Group::Pooler {
             "  (unused by pooling)"
         } else {
             ""
