@@ -67,6 +67,19 @@ pub enum Command {
     ///
     /// Example: harness sweep configs/*.yaml --seeds 1,2,3
     Sweep(SweepArgs),
+    /// List the models `--model` can name without a download: the packaged ones and every model in the
+    /// local Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), with
+    /// model_type, parameters, size on disk, revision and path.
+    ///
+    /// Example: harness models
+    Models(ModelsArgs),
+}
+
+#[derive(Args)]
+pub struct ModelsArgs {
+    /// Print JSON instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -138,7 +151,9 @@ pub struct PredictArgs {
 /// Which encoder, and how its token states become a sentence vector.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A local Hugging Face folder (config.json, vocab.txt, model.safetensors) or a known name: all-MiniLM-L6-v2
+    /// A local Hugging Face folder (config.json, vocab.txt, model.safetensors), a packaged name
+    /// (all-MiniLM-L6-v2), or a hub id in the local Hugging Face cache, e.g. distilbert-base-uncased or
+    /// org/name@revision (see `harness models`; nothing is downloaded)
     #[arg(long, default_value = "all-MiniLM-L6-v2")]
     pub model: String,
     /// Pooling over token states (default: the folder's 1_Pooling/config.json, else mean)
@@ -228,6 +243,7 @@ pub fn main() -> Result<()> {
         Command::Predict(a) => predict(a),
         Command::Compare(a) => compare_runs(a),
         Command::Sweep(a) => sweep(a),
+        Command::Models(a) => models(a),
     }
 }
 
@@ -427,6 +443,33 @@ fn sweep(a: SweepArgs) -> Result<()> {
     let out = a.out.unwrap_or_else(|| runs[0].cfg.output_dir.clone());
     if let Some(cmp) = crate::sweep::sweep(&runs, a.dry_run, &out)? {
         print_comparison(&cmp);
+    }
+    Ok(())
+}
+
+fn models(a: ModelsArgs) -> Result<()> {
+    let list = crate::model_folder::list_models();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    println!("Hugging Face cache: {}", crate::hub_cache::cache_dir().display());
+    println!(
+        "{:<44} {:<10} {:>12} {:>9}  {:<12}  path",
+        "name", "model_type", "params", "size MB", "revision"
+    );
+    for m in &list {
+        println!(
+            "{:<44} {:<10} {:>12} {:>9.1}  {:<12}  {}",
+            m.name,
+            m.model_type.as_deref().unwrap_or("?"),
+            m.params.map_or("?".to_string(), |p| p.to_string()),
+            m.size_bytes as f64 / 1e6,
+            m.revision
+                .as_deref()
+                .map_or("-".to_string(), |r| r.chars().take(12).collect()),
+            m.path.display()
+        );
     }
     Ok(())
 }

@@ -1,8 +1,10 @@
 //! The transformer backbone: builds the rust-bert model (BERT or DistilBERT) that a checked model folder
-//! describes and loads its weights strictly.
+//! describes and loads its weights strictly: every tensor the forward pass uses must be in the checkpoint
+//! with the right shape. The one allowed absence is BERT's pooler (checkpoints saved with
+//! `add_pooling_layer=False`): mean/cls/max pooling never uses it, so the model is then built without one.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use rust_bert::bert::{BertConfig, BertEmbeddings, BertModel};
@@ -23,19 +25,34 @@ pub struct Encoder {
     pub arch: Architecture,
     pub hidden_size: i64,
     pub num_layers: i64,
+    /// BERT without its pooler, because the checkpoint has none
+    pub pooler_absent: bool,
 }
 
 impl Encoder {
     /// Builds the architecture from config.json and loads every weight; anything missing, unexpected or
     /// of the wrong shape is an error.
     pub fn load(folder: &ModelFolder, device: Device) -> Result<Self> {
-        let mut enc = Self::build(folder, device)?;
-        load_weights(&mut enc.vs, &folder.weights, folder.arch)?;
+        let tensors = encoder_tensors(read_tensors(&folder.weight_files)?, &folder.weights, folder.arch);
+        let pooler_absent = folder.arch == Architecture::Bert && !tensors.keys().any(|n| n.starts_with("pooler."));
+        if pooler_absent {
+            eprintln!(
+                "note: {}: no pooler weights (saved with add_pooling_layer=False); the pooler is unused by \
+                 mean/cls/max pooling and is left out",
+                folder.weights.display()
+            );
+        }
+        let mut enc = Self::build_with(folder, device, !pooler_absent)?;
+        copy_strict(&mut enc.vs, tensors, &folder.weights, folder.arch)?;
         Ok(enc)
     }
 
     /// The architecture with freshly initialised weights (tests and shape checks).
     pub fn build(folder: &ModelFolder, device: Device) -> Result<Self> {
+        Self::build_with(folder, device, true)
+    }
+
+    fn build_with(folder: &ModelFolder, device: Device, with_pooler: bool) -> Result<Self> {
         let cfg_text = std::fs::read_to_string(&folder.config_path)
             .with_context(|| format!("{}: cannot read", folder.config_path.display()))?;
         let vs = nn::VarStore::new(device);
@@ -44,7 +61,7 @@ impl Encoder {
             Architecture::Bert => {
                 let cfg: BertConfig = serde_json::from_str(&cfg_text).map_err(cfg_err)?;
                 (
-                    Backbone::Bert(BertModel::new(vs.root(), &cfg)),
+                    Backbone::Bert(BertModel::new_with_optional_pooler(vs.root(), &cfg, with_pooler)),
                     cfg.hidden_size,
                     cfg.num_hidden_layers,
                 )
@@ -70,6 +87,7 @@ impl Encoder {
             arch: folder.arch,
             hidden_size,
             num_layers,
+            pooler_absent: folder.arch == Architecture::Bert && !with_pooler,
         })
     }
 
@@ -107,7 +125,7 @@ fn canonical_name(name: &str, arch: Architecture) -> Option<String> {
     })
 }
 
-fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+fn read_file(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let res = match path.extension().and_then(|e| e.to_str()) {
         Some("safetensors") => Tensor::read_safetensors(path),
         _ => Tensor::load_multi(path),
@@ -115,11 +133,25 @@ fn read_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
     res.with_context(|| format!("{}: cannot read weights", path.display()))
 }
 
-/// Strict weight loading. A checkpoint saved from a task model (`bert.` / `distilbert.` prefix) may carry
-/// pretraining or task heads beside the encoder: those are reported and skipped; everything else must
-/// match one to one.
-pub fn load_weights(vs: &mut nn::VarStore, path: &Path, arch: Architecture) -> Result<()> {
-    let tensors = read_tensors(path)?;
+/// The tensors of every weight file (one, or the shards of an index); a name in two shards is an error.
+fn read_tensors(files: &[PathBuf]) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, &Path> = HashMap::new();
+    for f in files {
+        for (name, t) in read_file(f)? {
+            if let Some(other) = seen.insert(name.clone(), f) {
+                bail!("{}: tensor `{name}` is also in {}", f.display(), other.display());
+            }
+            out.push((name, t));
+        }
+    }
+    Ok(out)
+}
+
+/// A checkpoint's encoder tensors under this VarStore's names. A checkpoint saved from a task model
+/// (`bert.` / `distilbert.` prefix) may carry pretraining or task heads beside the encoder: those are
+/// reported and skipped.
+fn encoder_tensors(tensors: Vec<(String, Tensor)>, path: &Path, arch: Architecture) -> BTreeMap<String, Tensor> {
     let prefix = match arch {
         Architecture::Bert => "bert.",
         Architecture::DistilBert => "distilbert.",
@@ -144,6 +176,16 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path, arch: Architecture) -> R
             skipped[0]
         );
     }
+    by_name
+}
+
+/// Strict copy: every variable gets a tensor of its shape, and every tensor a variable.
+fn copy_strict(
+    vs: &mut nn::VarStore,
+    mut by_name: BTreeMap<String, Tensor>,
+    path: &Path,
+    arch: Architecture,
+) -> Result<()> {
     let vars: HashMap<String, Tensor> = vs.variables();
     let mut missing = Vec::new();
     let mut names: Vec<_> = vars.keys().cloned().collect();
@@ -162,7 +204,8 @@ pub fn load_weights(vs: &mut nn::VarStore, path: &Path, arch: Architecture) -> R
                             var.size()
                         );
                     }
-                    var.copy_(&t);
+                    var.f_copy_(&t)
+                        .with_context(|| format!("{}: weight `{name}` cannot be copied", path.display()))?;
                 }
             }
         }

@@ -54,6 +54,9 @@ impl fmt::Display for Group {
 pub struct ParamGroup {
     pub group: Group,
     pub vars: Vec<(String, Tensor)>,
+    /// the architecture has this group but the checkpoint did not (BERT's pooler saved with
+    /// `add_pooling_layer=False`): no variables, reported as absent rather than silently dropped
+    pub absent: bool,
 }
 
 impl ParamGroup {

@@ -14,6 +14,7 @@ pub mod experiment;
 pub mod freeze;
 pub mod group;
 pub mod heads;
+pub mod hub_cache;
 pub mod interrupt;
 pub mod metrics;
 pub mod model;

@@ -53,7 +53,8 @@ impl MultiTaskModel {
         &self.heads[task]
     }
 
-    /// Groups in `Group` order: embeddings, layers, pooler, then heads in task order. Variable names
+    /// Groups in `Group` order: embeddings, layers, pooler (marked absent, without variables, when the
+    /// checkpoint had none), then heads in task order. Variable names
     /// inside a head group are prefixed with `head:<task>/` so that names are unique across VarStores.
     pub fn groups(&self) -> Vec<ParamGroup> {
         let mut enc: Vec<(String, Tensor)> = self.sentence.encoder.vs.variables().into_iter().collect();
@@ -66,8 +67,16 @@ impl MultiTaskModel {
                 None => groups.push(ParamGroup {
                     group,
                     vars: vec![(name, t)],
+                    absent: false,
                 }),
             }
+        }
+        if self.sentence.encoder.pooler_absent {
+            groups.push(ParamGroup {
+                group: Group::Pooler,
+                vars: Vec::new(),
+                absent: true,
+            });
         }
         groups.sort_by(|a, b| a.group.cmp(&b.group));
         for h in &self.heads {
@@ -78,7 +87,11 @@ impl MultiTaskModel {
                     .map(|(n, t)| (format!("{group}/{n}"), t))
                     .collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
-            groups.push(ParamGroup { group, vars });
+            groups.push(ParamGroup {
+                group,
+                vars,
+                absent: false,
+            });
         }
         groups
     }

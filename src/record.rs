@@ -146,6 +146,9 @@ impl MetricsWriter {
 pub struct GroupInfo {
     pub params: i64,
     pub trainable: bool,
+    /// not in the checkpoint (BERT's pooler saved with add_pooling_layer=False); written only when true
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
 }
 
 /// serde_json writes a non-finite float as null; read it back as NaN.

@@ -18,6 +18,7 @@ pub fn group_infos(groups: &[ParamGroup], plan: &FreezePlan) -> Result<BTreeMap<
                 GroupInfo {
                     params: g.numel(),
                     trainable: plan.trains(&g.group)?,
+                    absent: g.absent,
                 },
             ))
         })

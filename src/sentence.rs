@@ -1,7 +1,7 @@
 //! The sentence encoder: tokenizer + transformer + pooling (+ L2 normalisation), the Rust counterpart of a
 //! sentence-transformers model made of Transformer, Pooling and Normalize modules.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
@@ -48,7 +48,22 @@ impl SentenceEncoder {
         }
         let pooling = opts.pooling.or(folder.sentence.pooling).unwrap_or(Pooling::Mean);
         let normalize = opts.normalize.unwrap_or(folder.sentence.normalize);
-        let max_length = opts.max_length.or(folder.sentence.max_seq_length).unwrap_or(128);
+        // position ids run to max_length - 1 and index the position table: a longer limit would fail
+        // inside the forward pass on the first long input, so an asked-for one is refused before any
+        // work, and the default (128) is capped to what the model has
+        let max_length = match opts.max_length.or(folder.sentence.max_seq_length) {
+            Some(n) if n as i64 > folder.shape.max_positions => bail!(
+                "max_length {n} exceeds max_position_embeddings {} in {} (use a max_length of at most {})",
+                folder.shape.max_positions,
+                folder.config_path.display(),
+                folder.shape.max_positions
+            ),
+            Some(n) => n,
+            None => 128.min(folder.shape.max_positions as usize),
+        };
+        if max_length < 2 {
+            bail!("max_length {max_length} leaves no room for [CLS] and [SEP] (use at least 2)");
+        }
         let tokenizer = TextTokenizer::new(&folder, max_length)?;
         Ok(SentenceEncoder {
             folder,

@@ -116,3 +116,16 @@ train:
         epochs = if train.contains("epochs:") { "" } else { "  epochs: 1\n" },
     )
 }
+
+/// Runs the binary with extra environment variables (`None` removes one), from the repository root.
+pub fn harness_env(args: &[&str], env: &[(&str, Option<&Path>)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_harness"));
+    cmd.args(args).current_dir(root());
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.output().unwrap()
+}
