@@ -1,53 +1,32 @@
-// Embeds an rpath to the libtorch that torch-sys linked against (the venv's torch/lib when built
-// with LIBTORCH_USE_PYTORCH=1), so `harness` runs without LD_LIBRARY_PATH; and records the versions
-// that summary.json reports (tch from Cargo.lock, libtorch from the torch folder, the git commit).
+//! Build script: embeds an rpath to the libtorch that torch-sys linked against (the venv's torch/lib when built
+//! with LIBTORCH_USE_PYTORCH=1, or the libtorch `scripts/setup --torch-python` chose), so `harness` runs without
+//! LD_LIBRARY_PATH, and records the tch and libtorch versions and the git commit that `harness --version` and
+//! summary.json report.
 use std::path::Path;
 
 fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=Cargo.lock");
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-        println!("cargo:rustc-env=HARNESS_LIBTORCH_LIB={lib}");
-        if let Some(v) = libtorch_version(Path::new(&lib)) {
-            println!("cargo:rustc-env=HARNESS_LIBTORCH_VERSION={v}");
-        }
+        // The install itself, not a view of it made of symlinks (scripts/setup's CPU-only view): the model package
+        // is looked up beside it, and --version names it.
+        let real = std::fs::canonicalize(Path::new(&lib).join("libtorch_cpu.so"))
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .unwrap_or_else(|| lib.clone().into());
+        println!("cargo:rustc-env=HARNESS_LIBTORCH_LIB={}", real.display());
+        println!("cargo:rustc-env=HARNESS_LIBTORCH_VERSION={}", libtorch_version(&real));
     }
-    if let Some(v) = locked_version("tch") {
-        println!("cargo:rustc-env=HARNESS_TCH_VERSION={v}");
-    }
+    println!("cargo:rustc-env=HARNESS_TCH_VERSION={}", locked_version("tch"));
     if let Some(c) = git_commit() {
         println!("cargo:rustc-env=HARNESS_GIT_COMMIT={c}");
     }
-    println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
 }
 
-/// `<torch>/version.py` (a Python wheel) or `<libtorch>/build-version` (a libtorch zip).
-fn libtorch_version(lib: &Path) -> Option<String> {
-    let root = lib.parent()?;
-    if let Ok(text) = std::fs::read_to_string(root.join("version.py")) {
-        let line = text.lines().find(|l| l.starts_with("__version__"))?;
-        return Some(line.split(['\'', '"']).nth(1)?.to_string());
-    }
-    std::fs::read_to_string(root.join("build-version"))
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
-fn locked_version(krate: &str) -> Option<String> {
-    let lock = std::fs::read_to_string("Cargo.lock").ok()?;
-    let mut lines = lock.lines();
-    lines.find(|l| *l == format!("name = \"{krate}\""))?;
-    Some(
-        lines
-            .next()?
-            .strip_prefix("version = \"")?
-            .trim_end_matches('"')
-            .to_string(),
-    )
-}
-
+/// The checkout's commit, so a result can name the code that made it (None outside a git checkout).
 fn git_commit() -> Option<String> {
     let out = std::process::Command::new("git")
         .args(["rev-parse", "HEAD"])
@@ -56,4 +35,43 @@ fn git_commit() -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// libtorch has no version call that tch 0.17 exposes, so the version is read from the install at build time:
+/// a Python wheel's `torch/version.py` (`__version__ = '2.11.0+cu130'`) or a libtorch zip's `build-version`.
+fn libtorch_version(lib: &Path) -> String {
+    let Some(root) = lib.parent() else {
+        return "unknown".into();
+    };
+    let version_py = root.join("version.py");
+    let build_version = root.join("build-version");
+    println!("cargo:rerun-if-changed={}", version_py.display());
+    println!("cargo:rerun-if-changed={}", build_version.display());
+    if let Ok(text) = std::fs::read_to_string(&version_py) {
+        let found = text.lines().find_map(|l| {
+            let v = l.strip_prefix("__version__")?.trim_start().strip_prefix('=')?.trim();
+            Some(v.trim_matches(|c| c == '\'' || c == '"').to_string())
+        });
+        if let Some(v) = found {
+            return v;
+        }
+    }
+    match std::fs::read_to_string(&build_version) {
+        Ok(v) if !v.trim().is_empty() => v.trim().to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+/// The version Cargo.lock pins for a package (the lock is committed and builds use --locked).
+fn locked_version(name: &str) -> String {
+    let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l == format!("name = \"{name}\"") {
+            if let Some(v) = lines.next().and_then(|v| v.strip_prefix("version = \"")) {
+                return v.trim_end_matches('"').to_string();
+            }
+        }
+    }
+    "unknown".into()
 }

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
@@ -231,7 +231,7 @@ pub struct EvalStsArgs {
 }
 
 pub fn main() -> Result<()> {
-    let cli = Cli::parse();
+    let cli = parse_args();
     if let Some(n) = cli.threads {
         tch::set_num_threads(check_threads(n)?);
     }
@@ -257,6 +257,34 @@ fn check_threads(n: i32) -> Result<i32> {
         );
     }
     Ok(n)
+}
+
+/// Like `Cli::parse()`, but `--version` also names tch, libtorch and whether CUDA is available. That text is made
+/// only when `--version` is asked for: asking libtorch about CUDA initialises the driver, which other commands
+/// should not pay for before they choose a device.
+fn parse_args() -> Cli {
+    let mut cmd = Cli::command();
+    if std::env::args_os().skip(1).any(|a| a == "--version") {
+        cmd = cmd.long_version(&*Box::leak(long_version().into_boxed_str()));
+    }
+    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
+/// The versions this binary was built with (build.rs reads them from Cargo.lock and the libtorch install) and
+/// what libtorch sees at run time; `scripts/setup` prints it after every build.
+pub fn long_version() -> String {
+    let cuda = if tch::Cuda::is_available() {
+        format!("yes ({} device(s))", tch::Cuda::device_count())
+    } else {
+        "no".to_string()
+    };
+    format!(
+        "{}\ntch {}\nlibtorch {} ({})\nCUDA available: {cuda}",
+        crate::versions::HARNESS,
+        crate::versions::TCH,
+        crate::versions::libtorch(),
+        option_env!("HARNESS_LIBTORCH_LIB").unwrap_or("libtorch path unknown"),
+    )
 }
 
 fn embed(a: EmbedArgs) -> Result<()> {
