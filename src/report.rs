@@ -31,7 +31,9 @@ pub fn groups_table(groups: &[ParamGroup], plan: &FreezePlan) -> Result<String> 
     let (mut total, mut trainable) = (0i64, 0i64);
     for g in groups {
         let on = plan.trains(&g.group)?;
-        let note = if g.group == Group::Pooler {
+        let note = if g.absent {
+            "  (absent: not in the checkpoint, unused by pooling)"
+        } else if g.group == Group::Pooler {
             "  (unused by pooling)"
         } else {
             ""
