@@ -3,9 +3,10 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use anyhow::{bail, Context, Result};
+use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::cells::{self, CellIndex, GridAxis};
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::read_lines;
@@ -17,7 +18,9 @@ use crate::record::{Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 use crate::report;
 use crate::run_dir::{RunDir, RunState};
 use crate::sentence::{SentenceEncoder, SentenceOptions};
+use crate::slurm::SlurmOptions;
 use crate::sts::{evaluate, StsPairs};
+use crate::sweep::Sweep;
 
 #[derive(Parser)]
 #[command(
@@ -63,10 +66,11 @@ pub enum Command {
     ///
     /// Example: harness compare results/*
     Compare(CompareArgs),
-    /// Run several configs (× seeds) one after another, skipping runs already complete, then compare them.
+    /// Run configs × grid points × seeds one after another (skipping runs already complete, then comparing),
+    /// one cell by index, or as a Slurm job array.
     ///
-    /// Example: harness sweep configs/*.yaml --seeds 1,2,3
-    Sweep(SweepArgs),
+    /// Example: harness sweep configs/full_finetune.yaml --seeds 1,2,3 --grid train.lr_encoder=2e-5,5e-5 --slurm --time 2:00:00
+    Sweep(Box<SweepArgs>),
     /// List the models `--model` can name without a download: the packaged ones and every model in the
     /// local Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), with
     /// model_type, parameters, size on disk, revision and path.
@@ -93,22 +97,56 @@ pub struct CompareArgs {
 }
 
 #[derive(Args)]
+#[command(group(ArgGroup::new("mode").multiple(false)))]
 pub struct SweepArgs {
-    /// Experiment configs (YAML)
-    #[arg(required = true)]
+    /// Experiment configs (YAML); each gives cells in the order given
+    #[arg(required_unless_present = "manifest")]
     pub configs: Vec<PathBuf>,
+    /// A submitted sweep's results/<sweep>/manifest.json: its fixed cells, instead of configs and options
+    #[arg(long, conflicts_with_all = ["configs", "seeds", "grid", "overrides", "name"])]
+    pub manifest: Option<PathBuf>,
     /// Comma-separated seeds; each becomes its own run `<name>-seed<N>`
     #[arg(long, value_delimiter = ',')]
     pub seeds: Vec<u64>,
-    /// Print what would run, run nothing
+    /// Vary a config key over values, e.g. --grid train.lr_encoder=2e-5,5e-5 (repeatable: the cross product)
+    #[arg(long, value_name = "KEY=V1,V2")]
+    pub grid: Vec<String>,
+    /// The sweep's name, its folder results/<name>/ (default: the configs' names joined, then `-sweep`)
     #[arg(long)]
+    pub name: Option<String>,
+    /// Print what would run (with --slurm: the batch script), run and write nothing
+    #[arg(long, conflicts_with_all = ["list", "status", "cancel", "compare", "index"])]
     pub dry_run: bool,
     /// Override a key in every config (repeatable), e.g. --set train.epochs=1
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
-    /// Where the comparison goes (default: the first config's output_dir)
+    /// Where the comparison goes (default: the first config's output_dir; with --compare, the sweep's folder)
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Print every cell's index, run name and state (done, running, partial, failed, missing)
+    #[arg(long, group = "mode")]
+    pub list: bool,
+    /// Run one cell: N, or `env` for SLURM_ARRAY_TASK_ID (else JOB_COMPLETION_INDEX); resumes it if partial,
+    /// does nothing if done, never compares
+    #[arg(long, group = "mode", value_name = "N|env")]
+    pub index: Option<CellIndex>,
+    /// Submit the cells not yet done as a Slurm job array (writes results/<sweep>/manifest.json first)
+    #[arg(long, group = "mode")]
+    pub slurm: bool,
+    #[command(flatten)]
+    pub slurm_options: SlurmOptions,
+    /// Each cell's state, and its Slurm task's state for submitted sweeps
+    #[arg(long, group = "mode")]
+    pub status: bool,
+    /// Cancel the sweep's Slurm jobs that are queued or running
+    #[arg(long, group = "mode")]
+    pub cancel: bool,
+    /// Compare the cells that are done
+    #[arg(long, group = "mode")]
+    pub compare: bool,
+    /// With --index under Slurm: a cell stopped by a signal requeues its own task (the batch script sets it)
+    #[arg(long, hide = true, requires = "index")]
+    pub requeue_on_signal: bool,
 }
 
 #[derive(Args)]
@@ -232,8 +270,8 @@ pub struct EvalStsArgs {
 
 pub fn main() -> Result<()> {
     let cli = parse_args();
-    if let Some(n) = cli.threads {
-        tch::set_num_threads(check_threads(n)?);
+    if let Some(n) = threads(cli.threads, std::env::var("SLURM_CPUS_PER_TASK").ok())? {
+        tch::set_num_threads(n);
     }
     match cli.command {
         Command::Embed(a) => embed(a),
@@ -242,8 +280,23 @@ pub fn main() -> Result<()> {
         Command::Inspect(a) => inspect(a),
         Command::Predict(a) => predict(a),
         Command::Compare(a) => compare_runs(a),
-        Command::Sweep(a) => sweep(a),
+        Command::Sweep(a) => sweep(*a, cli.threads),
         Command::Models(a) => models(a),
+    }
+}
+
+/// Threads: `--threads` if given, else Slurm's CPUs per task (inside a job), else libtorch's choice.
+fn threads(flag: Option<i32>, slurm_cpus: Option<String>) -> Result<Option<i32>> {
+    match (flag, slurm_cpus) {
+        (Some(n), _) => Ok(Some(check_threads(n)?)),
+        (None, Some(v)) => {
+            let n: i32 = v
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("SLURM_CPUS_PER_TASK=`{v}` is not a CPU count"))?;
+            Ok(Some(check_threads(n).context("SLURM_CPUS_PER_TASK")?))
+        }
+        (None, None) => Ok(None),
     }
 }
 
@@ -465,11 +518,47 @@ fn compare_runs(a: CompareArgs) -> Result<()> {
     Ok(())
 }
 
-fn sweep(a: SweepArgs) -> Result<()> {
+fn plan_sweep(a: &SweepArgs) -> Result<Sweep> {
+    if let Some(m) = &a.manifest {
+        return Sweep::from_manifest(m);
+    }
+    let grid = a.grid.iter().map(|g| GridAxis::parse(g)).collect::<Result<Vec<_>>>()?;
+    let cells = cells::plan(&a.configs, &grid, &a.seeds, &a.overrides)?;
+    let name = match &a.name {
+        Some(n) => n.clone(),
+        None => cells::default_name(&a.configs, &a.overrides)?,
+    };
+    Sweep::planned(cells, &name)
+}
+
+fn sweep(a: SweepArgs, threads: Option<i32>) -> Result<()> {
     interrupt::install()?;
-    let runs = crate::sweep::plan(&a.configs, &a.seeds, &a.overrides)?;
-    let out = a.out.unwrap_or_else(|| runs[0].cfg.output_dir.clone());
-    if let Some(cmp) = crate::sweep::sweep(&runs, a.dry_run, &out)? {
+    let s = plan_sweep(&a)?;
+    if a.list || a.status || a.cancel || a.index.is_some() {
+        s.check_manifest()?;
+    }
+    if a.list {
+        return crate::sweep::list(&s);
+    }
+    if a.status {
+        return crate::sweep::status(&s);
+    }
+    if a.cancel {
+        return crate::sweep::cancel(&s);
+    }
+    if let Some(ix) = a.index {
+        let i = ix.resolve(s.cells.len(), |k| std::env::var(k).ok())?;
+        return crate::sweep::run_one(&s, i, a.requeue_on_signal);
+    }
+    if a.slurm {
+        return crate::sweep::submit(&s, &a.slurm_options, threads, a.out.as_deref(), a.dry_run);
+    }
+    if a.compare {
+        print_comparison(&crate::sweep::compare_done(&s, a.out.as_deref())?);
+        return Ok(());
+    }
+    let out = a.out.unwrap_or_else(|| s.cells[0].cfg.output_dir.clone());
+    if let Some(cmp) = crate::sweep::run_all(&s, a.dry_run, &out)? {
         print_comparison(&cmp);
     }
     Ok(())

@@ -338,7 +338,7 @@ impl ExperimentConfig {
     }
 
     /// Every key within its range (the README's config reference lists them); errors name the key path.
-    fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> Result<()> {
         check_name(&self.name).context("name")?;
         if let Some(b) = &self.base_name {
             check_name(b).context("base_name")?;

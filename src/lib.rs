@@ -3,6 +3,7 @@
 //! The data flows one way: config → datasets → model → trainer → metrics writer.
 
 pub mod adamw;
+pub mod cells;
 pub mod checkpoint;
 pub mod cli;
 pub mod compare;
@@ -28,6 +29,7 @@ pub mod resume;
 pub mod run_dir;
 pub mod sampling;
 pub mod sentence;
+pub mod slurm;
 pub mod sts;
 pub mod sweep;
 pub mod tokenizer;

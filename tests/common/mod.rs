@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -128,4 +129,37 @@ pub fn harness_env(args: &[&str], env: &[(&str, Option<&Path>)]) -> Output {
         };
     }
     cmd.output().unwrap()
+}
+
+/// Polls `ok` every 20 ms; fails the test after `timeout_s`.
+pub fn wait_until(what: &str, timeout_s: u64, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(timeout_s),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// metrics.csv without the run name and elapsed_s: what must be equal between two runs of one seed.
+pub fn metrics(dir: &Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(dir.join("metrics.csv")).unwrap();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            rec.iter().skip(1).take(rec.len() - 2).map(str::to_string).collect()
+        })
+        .collect()
+}
+
+/// The step of the checkpoint `<name>.partial` points at, if any.
+pub fn checkpointed_step(partial: &Path) -> Option<usize> {
+    let ptr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(partial.join("checkpoint.json")).ok()?).ok()?;
+    let prog = std::fs::read_to_string(partial.join(ptr["dir"].as_str()?).join("progress.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&prog).ok()?["step"]
+        .as_u64()
+        .map(|s| s as usize)
 }
