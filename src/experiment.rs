@@ -123,7 +123,7 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     train_and_commit(cfg, &lock, (model, plan), data, saved, wall).map_err(|e| {
         if interrupt::is_interrupted(&e) {
             eprintln!(
-                "run {} interrupted; continue it with: harness run CONFIG --resume",
+                "run {} interrupted; `harness run CONFIG --resume` (or the same sweep) continues it",
                 cfg.name
             );
             e
