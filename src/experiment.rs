@@ -266,6 +266,7 @@ fn summarize(
         examples_seen,
         train_s,
         features_cached,
+        resumed_after_s,
     } = stats;
     Ok(Summary {
         run: cfg.name.clone(),
@@ -286,7 +287,8 @@ fn summarize(
         steps,
         examples_seen,
         features_cached,
-        wall_s: wall.elapsed().as_secs_f64(),
+        // a resumed run's wall time includes the time before the interruption
+        wall_s: resumed_after_s + wall.elapsed().as_secs_f64(),
         train_s,
         train_examples_per_s: if train_s > 0.0 {
             examples_seen as f64 / train_s

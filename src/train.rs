@@ -51,6 +51,8 @@ pub struct FitStats {
     /// seconds spent in training steps (and in encoding the train set for cached features)
     pub train_s: f64,
     pub features_cached: bool,
+    /// seconds the run had taken before this process resumed it (0 for a run that was not resumed)
+    pub resumed_after_s: f64,
 }
 
 /// The learning-rate multiplier at optimizer step `step` (0-based) of `total`, exactly as
@@ -442,6 +444,7 @@ impl<'a> Trainer<'a> {
             examples_seen: self.examples_seen,
             train_s: self.train_s,
             features_cached: self.cache.is_some(),
+            resumed_after_s: self.elapsed_before,
         }
     }
 
