@@ -12,20 +12,26 @@ use crate::model::MultiTaskModel;
 
 pub const FILE: &str = "checkpoint.safetensors";
 
-/// Frozen encoder groups are left out: they equal the model folder's weights. Heads are always saved,
-/// frozen ones too, since a frozen head keeps its seeded random initialisation.
-pub fn save(groups: &[ParamGroup], plan: &FreezePlan, path: &Path) -> Result<()> {
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
+/// The tensors a checkpoint holds: every trainable group and every head. Frozen encoder groups are left
+/// out (they equal the model folder's weights); heads are always kept, frozen ones too, since a frozen
+/// head keeps its seeded random initialisation. Shared with the training checkpoints of `resume`.
+pub fn tensors(groups: &[ParamGroup], plan: &FreezePlan) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
     for g in groups {
         if g.group.is_head() || plan.trains(&g.group)? {
-            tensors.extend(
-                g.vars
-                    .iter()
-                    .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu))),
-            );
+            out.extend(g.vars.iter().map(|(n, t)| (n.clone(), t.detach())));
         }
     }
-    Tensor::write_safetensors(&tensors, path).with_context(|| format!("{}: cannot write", path.display()))
+    Ok(out)
+}
+
+/// Writes `tensors(groups, plan)` as safetensors, on the CPU.
+pub fn save(groups: &[ParamGroup], plan: &FreezePlan, path: &Path) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors(groups, plan)?
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(tch::Device::Cpu)))
+        .collect();
+    Tensor::write_safetensors(&cpu, path).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// Overwrites the model's tensors with those in the checkpoint.

@@ -58,6 +58,13 @@ pub struct Holder {
     pub started: String,
 }
 
+impl Holder {
+    /// What a lock file says about its holder, for messages; an unreadable one is just "another process".
+    fn describe(lock_text: &str) -> String {
+        serde_json::from_str::<Holder>(lock_text).map_or_else(|_| "another process".into(), |h| h.to_string())
+    }
+}
+
 impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "pid {} on {}, started {}", self.pid, self.host, self.started)
@@ -154,8 +161,7 @@ impl RunDir {
             Err(fs::TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                let holder =
-                    serde_json::from_str::<Holder>(&text).map_or_else(|_| "another process".into(), |h| h.to_string());
+                let holder = Holder::describe(&text);
                 bail!(
                     "run `{}` is already running ({holder}); its lock is {}",
                     self.name,
@@ -191,8 +197,7 @@ impl RunDir {
         if let Ok(file) = File::open(self.lock_path()) {
             if let Err(fs::TryLockError::WouldBlock) = file.try_lock_shared() {
                 let text = fs::read_to_string(self.lock_path()).unwrap_or_default();
-                let holder =
-                    serde_json::from_str::<Holder>(&text).map_or_else(|_| "another process".into(), |h| h.to_string());
+                let holder = Holder::describe(&text);
                 return RunState::Running(holder);
             }
         }

@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use tch::{Reduction, Tensor};
 
 use crate::adamw::{AdamW, AdamWConfig};
+use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::freeze::FreezePlan;
 use crate::interrupt;
@@ -408,7 +409,12 @@ impl<'a> Trainer<'a> {
         pending: bool,
     ) -> Result<()> {
         let p = self.progress(at.0, at.1, stats, rows, pending);
-        resume::save(&ckpt.dir, &self.trained_tensors()?, opt, &p)
+        resume::save(
+            &ckpt.dir,
+            &checkpoint::tensors(&self.model.groups(), self.plan)?,
+            opt,
+            &p,
+        )
     }
 
     fn progress(&self, epoch: usize, pos: usize, stats: &[EpochStats], rows: usize, pending: bool) -> Progress {
@@ -424,18 +430,6 @@ impl<'a> Trainer<'a> {
             pending,
             adam_steps: Default::default(),
         }
-    }
-
-    /// The trained tensors a checkpoint holds: every trainable group and every head.
-    fn trained_tensors(&self) -> Result<Vec<(String, Tensor)>> {
-        let groups = self.model.groups();
-        let mut out = Vec::new();
-        for g in &groups {
-            if g.group.is_head() || self.plan.trains(&g.group)? {
-                out.extend(g.vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
-            }
-        }
-        Ok(out)
     }
 
     fn stats(&self) -> FitStats {
