@@ -1,7 +1,8 @@
 //! Build script: embeds an rpath to the libtorch that torch-sys linked against (the venv's torch/lib when built
 //! with LIBTORCH_USE_PYTORCH=1, or the libtorch `scripts/setup --torch-python` chose), so `harness` runs without
 //! LD_LIBRARY_PATH, and records the tch and libtorch versions and the git commit that `harness --version` and
-//! summary.json report.
+//! summary.json report. Compiles csrc/amp.cpp, the autocast shim, against the headers of that same libtorch with
+//! the C++ ABI it was built with.
 use std::path::Path;
 
 fn main() {
@@ -17,6 +18,7 @@ fn main() {
             .unwrap_or_else(|| lib.clone().into());
         println!("cargo:rustc-env=HARNESS_LIBTORCH_LIB={}", real.display());
         println!("cargo:rustc-env=HARNESS_LIBTORCH_VERSION={}", libtorch_version(&real));
+        compile_amp_shim(&real);
     }
     println!("cargo:rustc-env=HARNESS_TCH_VERSION={}", locked_version("tch"));
     if let Some(c) = git_commit() {
@@ -74,4 +76,45 @@ fn locked_version(name: &str) -> String {
         }
     }
     "unknown".into()
+}
+
+/// Builds the autocast shim with the include directories of the libtorch in `lib` (`<root>/lib` beside
+/// `<root>/include`, in a Python wheel as in a libtorch zip) and the ABI torch-sys used for its own C++.
+fn compile_amp_shim(lib: &Path) {
+    println!("cargo:rerun-if-changed=csrc/amp.cpp");
+    let root = lib.parent().expect("libtorch lib dir has a parent");
+    let include = root.join("include");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", cxx11_abi()))
+        .file("csrc/amp.cpp")
+        .compile("harness_amp");
+}
+
+/// The `_GLIBCXX_USE_CXX11_ABI` of the libtorch torch-sys builds against, found the way torch-sys finds it: from
+/// the Python torch with LIBTORCH_USE_PYTORCH, else LIBTORCH_CXX11_ABI (default 1). A mismatch would fail at link
+/// time on every std::string in the signatures, never silently.
+fn cxx11_abi() -> String {
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    println!("cargo:rerun-if-env-changed=PYTHON_SYS_EXECUTABLE");
+    if std::env::var_os("LIBTORCH_USE_PYTORCH").is_some() {
+        let python = std::env::var("PYTHON_SYS_EXECUTABLE").unwrap_or_else(|_| "python".into());
+        let out = std::process::Command::new(&python)
+            .args(["-c", "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {python} to ask torch for its C++ ABI: {e}"));
+        let abi = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            abi == "0" || abi == "1",
+            "{python}: torch did not report its C++ ABI ({abi:?})"
+        );
+        return abi;
+    }
+    std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into())
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::amp::Precision;
 use crate::data::LabelMap;
 use crate::pooling::Pooling;
 
@@ -246,6 +247,13 @@ pub struct TrainConfig {
     pub cache_features: bool,
     /// checkpoint every N optimizer steps (each epoch end always); an interrupted run resumes from the last
     pub checkpoint_every_steps: Option<usize>,
+    /// fp32 (default), bf16 or fp16 autocast, or auto (bf16 where the hardware runs it natively)
+    pub precision: Precision,
+    /// allow TF32 float32 matmuls on CUDA (`torch.set_float32_matmul_precision('high')`); off as in PyTorch
+    pub tf32: bool,
+    /// read the step losses, predictions and gradient norms kept on the device every N steps (and at each
+    /// evaluation, checkpoint and epoch end): the only host reads in the loop, so a GPU never waits per step
+    pub log_every_steps: usize,
 }
 
 impl Default for TrainConfig {
@@ -265,6 +273,9 @@ impl Default for TrainConfig {
             eval_every_steps: None,
             cache_features: true,
             checkpoint_every_steps: None,
+            precision: Precision::Fp32,
+            tf32: false,
+            log_every_steps: 50,
         }
     }
 }
@@ -472,6 +483,7 @@ impl TrainConfig {
         in_range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)?;
         in_range("train.grad_clip", self.grad_clip, 0.0, 1e6)?;
         in_range("train.temperature", self.temperature, 1e-3, 1e6)?;
+        count_range("train.log_every_steps", self.log_every_steps, 1, 1 << 30)?;
         for (key, n) in [
             ("train.eval_every_steps", self.eval_every_steps),
             ("train.checkpoint_every_steps", self.checkpoint_every_steps),
@@ -652,6 +664,9 @@ mod tests {
             ("train.temperature=0", "train.temperature"),
             ("train.eval_every_steps=0", "train.eval_every_steps"),
             ("train.checkpoint_every_steps=0", "train.checkpoint_every_steps"),
+            ("train.log_every_steps=0", "train.log_every_steps"),
+            ("train.precision=fp64", "train.precision"),
+            ("train.tf32=maybe", "train.tf32"),
             ("train.sampling=random", "train.sampling"),
             ("train.cache_features=maybe", "train.cache_features"),
             ("seed=-1", "seed"),

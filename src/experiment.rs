@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
+use crate::amp;
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
 use crate::data::LabelledData;
@@ -19,7 +20,8 @@ use crate::freeze::{FreezePlan, Snapshot};
 use crate::interrupt;
 use crate::model::MultiTaskModel;
 use crate::record::{
-    read_metrics, FinalMetrics, MetricsWriter, Provenance, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE,
+    read_metrics, FinalMetrics, MetricsWriter, PrecisionRecord, Provenance, Split, Summary, CONFIG_FILE, METRICS_FILE,
+    SUMMARY_FILE,
 };
 use crate::report::{group_infos, groups_table};
 use crate::resume::{self, Saved};
@@ -138,6 +140,34 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     })
 }
 
+/// The precision this run trains in: a resumed run keeps the one it started with; a fresh one resolves the
+/// config's (`auto` from the hardware). Sets the TF32 switch on CUDA.
+fn precision(cfg: &ExperimentConfig, device: tch::Device, saved: Option<&Saved>) -> Result<PrecisionRecord> {
+    let requested = cfg.train.precision;
+    let choice = match saved {
+        Some(s) => amp::Choice {
+            used: s.progress.precision,
+            why: "kept from the run's start (resumed)".to_string(),
+        },
+        None => amp::choose(requested, device, &amp::Hardware::probe(device))?,
+    };
+    // a resumed fp16 run on a CPU would fail later, inside autocast: say why now
+    amp::choose(choice.used, device, &amp::Hardware::probe(device))?;
+    let tf32 = cfg.train.tf32 && device.is_cuda();
+    if device.is_cuda() {
+        amp::set_tf32(tf32)?;
+    } else if cfg.train.tf32 {
+        eprintln!("note: train.tf32 applies to CUDA only; this run is on the CPU");
+    }
+    eprintln!("precision: {} ({})", choice.used, choice.why);
+    Ok(PrecisionRecord {
+        requested,
+        used: choice.used,
+        why: choice.why,
+        tf32,
+    })
+}
+
 fn train_and_commit(
     cfg: &ExperimentConfig,
     lock: &RunLock,
@@ -167,8 +197,18 @@ fn train_and_commit(
             MetricsWriter::create(&metrics_path)?
         }
     };
+    let precision = precision(cfg, model.sentence.device, saved.as_ref())?;
     let frozen = Snapshot::take(plan.select(&groups, false)?);
-    let mut trainer = Trainer::new(&model, &plan, &tasks, &cfg.train, &cfg.name, &scenario, cfg.seed);
+    let mut trainer = Trainer::new(
+        &model,
+        &plan,
+        &tasks,
+        &cfg.train,
+        &cfg.name,
+        &scenario,
+        cfg.seed,
+        precision.used,
+    );
     if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
         trainer.cache_features()?;
     }
@@ -191,6 +231,15 @@ fn train_and_commit(
         &changed,
         wall,
     )?;
+    let provenance = Provenance {
+        precision: precision.used.to_string(),
+        ..summary.provenance
+    };
+    let summary = Summary {
+        precision,
+        provenance,
+        ..summary
+    };
     checkpoint::save(&groups, &plan, &work.join(checkpoint::FILE))?;
     summary.write(&work.join(SUMMARY_FILE))?;
     if !changed.is_empty() {
@@ -296,6 +345,7 @@ fn summarize(
             0.0
         },
         complete: changed.is_empty(),
+        precision: Default::default(),
         provenance: Provenance {
             model_path: model.sentence.folder.dir.display().to_string(),
             precision: "fp32".into(),

@@ -3,6 +3,7 @@
 //! The data flows one way: config → datasets → model → trainer → metrics writer.
 
 pub mod adamw;
+pub mod amp;
 pub mod cells;
 pub mod checkpoint;
 pub mod cli;

@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::amp::Precision;
+
 pub const METRICS_FILE: &str = "metrics.csv";
 pub const SUMMARY_FILE: &str = "summary.json";
 pub const CONFIG_FILE: &str = "config.yaml";
@@ -215,8 +217,23 @@ pub struct Summary {
     pub train_s: f64,
     pub train_examples_per_s: f64,
     pub complete: bool,
+    /// what the config asked for and what the run trained in (older summaries: fp32)
+    #[serde(default)]
+    pub precision: PrecisionRecord,
     #[serde(default)]
     pub provenance: Provenance,
+}
+
+/// A run's precision: requested (`auto` included), used, and why.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PrecisionRecord {
+    pub requested: Precision,
+    pub used: Precision,
+    #[serde(default)]
+    pub why: String,
+    /// TF32 float32 matmuls allowed (CUDA only)
+    #[serde(default)]
+    pub tf32: bool,
 }
 
 impl Summary {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::adamw::AdamW;
+use crate::amp::Precision;
 use crate::config::ExperimentConfig;
 
 const POINTER: &str = "checkpoint.json";
@@ -50,6 +51,12 @@ pub struct Progress {
     pub pending: bool,
     /// each optimizer parameter's step count
     pub adam_steps: BTreeMap<String, i64>,
+    /// the precision the run trains in (what `auto` resolved to when it started; older checkpoints: fp32)
+    #[serde(default)]
+    pub precision: Precision,
+    /// fp16's loss scale and growth tracker
+    #[serde(default)]
+    pub loss_scale: Option<(f64, i64)>,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -5,6 +5,12 @@
 //! Exactness on resume rests on three things: each epoch's batch plan comes from an RNG seeded by
 //! (seed, epoch), dropout's torch generator is reseeded from (seed, step) before every step, and the
 //! checkpoint holds everything else that moves (trained tensors, optimizer state, position, statistics).
+//!
+//! Nothing in a training step reads the device from the host: the batch indices and labels of an epoch are
+//! uploaded once, and each step's loss, predictions and gradient norm stay on the device until the next
+//! logging point (`train.log_every_steps`, an evaluation, a checkpoint, the epoch end), where they are read
+//! in step order and checked by the divergence guard. Forward passes run under autocast at the run's
+//! precision (fp32: none); fp16 adds dynamic loss scaling, whose skip decision is the one per-step read.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +21,7 @@ use rand::SeedableRng;
 use tch::{Reduction, Tensor};
 
 use crate::adamw::{AdamW, AdamWConfig};
+use crate::amp::{self, GradScaler, Precision};
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::freeze::FreezePlan;
@@ -42,6 +49,25 @@ pub struct TaskData {
 struct CachedFeatures {
     train: Tensor,
     eval: Tensor,
+}
+
+/// A step's outputs, still on the device until the next logging point reads them.
+struct InFlight {
+    step: usize,
+    epoch: usize,
+    task: usize,
+    loss: Tensor,
+    norm: Option<Tensor>,
+    preds: Tensor,
+    gold: Vec<i64>,
+    /// fp16 steps with a non-finite gradient are skipped by the loss scaler, not divergence
+    guarded: bool,
+}
+
+/// One epoch's batch indices on the device, so a step slices instead of uploading.
+struct EpochIndex {
+    flat: Tensor,
+    offsets: Vec<i64>,
 }
 
 /// What `Trainer::fit` did, for the run summary.
@@ -90,6 +116,12 @@ pub struct Trainer<'a> {
     scenario: String,
     seed: u64,
     cache: Option<Vec<CachedFeatures>>,
+    precision: Precision,
+    /// every task's train labels on the device
+    train_labels: Vec<Tensor>,
+    in_flight: Vec<InFlight>,
+    index: Option<EpochIndex>,
+    scaler: Option<GradScaler>,
     step: usize,
     examples_seen: usize,
     train_s: f64,
@@ -107,7 +139,9 @@ impl<'a> Trainer<'a> {
         run: &str,
         scenario: &str,
         seed: u64,
+        precision: Precision,
     ) -> Self {
+        let device = model.sentence.device;
         Trainer {
             model,
             plan,
@@ -117,6 +151,14 @@ impl<'a> Trainer<'a> {
             scenario: scenario.to_string(),
             seed,
             cache: None,
+            precision,
+            train_labels: tasks
+                .iter()
+                .map(|t| Tensor::from_slice(&t.train_labels).to_device(device))
+                .collect(),
+            in_flight: Vec::new(),
+            index: None,
+            scaler: (precision == Precision::Fp16).then(|| GradScaler::new(device)),
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
@@ -133,25 +175,36 @@ impl<'a> Trainer<'a> {
         let mut cache = Vec::new();
         for t in self.tasks {
             let t0 = Instant::now();
-            let train = s.encode_ids(&t.train_ids, bs, true)?.to_device(s.device);
+            let train = amp::autocast(s.device, self.precision, || s.encode_ids(&t.train_ids, bs, true))??;
             self.train_s += t0.elapsed().as_secs_f64();
-            let eval = s.encode_ids(&t.eval_ids, bs, true)?.to_device(s.device);
+            let eval = amp::autocast(s.device, self.precision, || s.encode_ids(&t.eval_ids, bs, true))??;
+            let (train, eval) = (train.to_device(s.device), eval.to_device(s.device));
             cache.push(CachedFeatures { train, eval });
         }
         self.cache = Some(cache);
         Ok(())
     }
 
-    /// Sentence vectors for examples `idx` of one split of one task.
-    fn features(&self, task: usize, split: Split, idx: &[usize], train: bool) -> Result<Tensor> {
+    /// Sentence vectors for examples `idx` of one split of one task (`index`: the same on the device, when the
+    /// caller has it there already).
+    fn features(
+        &self,
+        task: usize,
+        split: Split,
+        idx: &[usize],
+        index: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
         let s = &self.model.sentence;
         if let Some(cache) = &self.cache {
             let all = match split {
                 Split::Train => &cache[task].train,
                 Split::Eval => &cache[task].eval,
             };
-            let index = Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>()).to_device(s.device);
-            return Ok(all.index_select(0, &index));
+            return Ok(match index {
+                Some(index) => all.index_select(0, index),
+                None => all.index_select(0, &index_tensor(idx).to_device(s.device)),
+            });
         }
         let seqs = match split {
             Split::Train => &self.tasks[task].train_ids,
@@ -206,10 +259,14 @@ impl<'a> Trainer<'a> {
             tch::no_grad(|| -> Result<()> {
                 for idx in length_sorted_batches(&lengths, self.cfg.eval_batch_size) {
                     interrupt::check()?;
-                    let logits = self
-                        .model
-                        .head(ti)
-                        .forward_t(&self.features(ti, Split::Eval, &idx, false)?, false);
+                    let logits = amp::autocast(self.model.sentence.device, self.precision, || {
+                        Ok::<_, anyhow::Error>(
+                            self.model
+                                .head(ti)
+                                .forward_t(&self.features(ti, Split::Eval, &idx, None, false)?, false)
+                                .to_kind(tch::Kind::Float),
+                        )
+                    })??;
                     let labels = self.labels(ti, Split::Eval, &idx);
                     loss_sum += logits
                         .cross_entropy_loss::<Tensor>(&labels, None, Reduction::Sum, -100, 0.0)
@@ -269,23 +326,6 @@ impl<'a> Trainer<'a> {
         ))
     }
 
-    /// The global L2 norm of the gradients, and the gradients scaled down to `grad_clip` when it is
-    /// exceeded, as torch's clip_grad_norm_ does over model.parameters().
-    fn clip(&self, grads: &mut [Tensor]) -> Result<f64> {
-        let norms: Vec<Tensor> = grads.iter().filter(|g| g.defined()).map(|g| g.norm()).collect();
-        if norms.is_empty() {
-            return Ok(0.0);
-        }
-        let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
-        let coef = self.cfg.grad_clip / (total + 1e-6);
-        if self.cfg.grad_clip > 0.0 && coef < 1.0 {
-            for g in grads.iter_mut().filter(|g| g.defined()) {
-                let _ = g.f_mul_scalar_(coef)?;
-            }
-        }
-        Ok(total)
-    }
-
     /// The batches of one epoch, in visiting order, from an RNG seeded by (seed, epoch).
     fn epoch_plan(&self, epoch: usize, trained: &[bool]) -> Vec<(usize, Vec<usize>)> {
         let mut rng = StdRng::seed_from_u64(mix(self.seed, epoch as u64));
@@ -305,47 +345,146 @@ impl<'a> Trainer<'a> {
         schedule(per_task, self.cfg.sampling, self.cfg.temperature, &mut rng)
     }
 
-    /// One optimisation step on batch `idx` of `task`; returns the batch's mean loss. A non-finite loss
-    /// or gradient norm stops training before the weights are touched.
+    /// One optimisation step on batch `pos` of the epoch's plan (`task`, examples `idx`). Its loss, predictions
+    /// and gradient norm stay on the device (see `read_in_flight`); only fp16's skip decision reads the host.
     fn step(
         &mut self,
         opt: &mut AdamW,
         epoch: usize,
-        task: usize,
-        idx: &[usize],
+        pos: usize,
+        (task, idx): (usize, &[usize]),
         factor: f64,
-        st: &mut EpochStats,
-    ) -> Result<f64> {
+    ) -> Result<()> {
         let t0 = Instant::now();
         // dropout masks depend on (seed, step) only, so a resumed run draws the same ones
         tch::manual_seed(mix(self.seed, (1 << 40) + self.step as u64) as i64);
+        let index = self.epoch_slice(pos, idx.len());
         let head = self.model.head(task);
-        let logits = head.forward_t(
-            &self.features(task, Split::Train, idx, true)?,
-            self.plan.head_trains(&head.task)?,
-        );
-        let labels = self.labels(task, Split::Train, idx);
-        let loss = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0);
-        let lv = loss.double_value(&[]);
-        let name = &self.tasks[task].name;
-        if !lv.is_finite() {
-            bail!("training diverged at step {} (epoch {epoch}, task `{name}`): the loss is {lv}; lower train.lr_encoder / train.lr_heads", self.step + 1);
-        }
+        let head_trains = self.plan.head_trains(&head.task)?;
+        let (logits, loss) = amp::autocast(self.model.sentence.device, self.precision, || -> Result<_> {
+            let logits = head.forward_t(
+                &self.features(task, Split::Train, idx, Some(&index), true)?,
+                head_trains,
+            );
+            let labels = self.train_labels[task].index_select(0, &index);
+            let loss = logits.cross_entropy_loss::<Tensor>(&labels, None, Reduction::Mean, -100, 0.0);
+            Ok((logits, loss))
+        })??;
+        let weighted = &loss * self.tasks[task].loss_weight;
         let params = opt.params();
-        let mut grads = Tensor::run_backward(&[&loss * self.tasks[task].loss_weight], &params, false, false);
-        let norm = self.clip(&mut grads)?;
-        if !norm.is_finite() {
-            bail!("training diverged at step {} (epoch {epoch}, task `{name}`): the gradient norm is {norm}; lower train.lr_encoder / train.lr_heads", self.step + 1);
+        let skip = match &mut self.scaler {
+            Some(scaler) => {
+                let grads = Tensor::run_backward(&[scaler.scale_loss(&weighted)], &params, false, false);
+                let skip = scaler.unscale(&grads)?;
+                (grads, skip)
+            }
+            None => (Tensor::run_backward(&[weighted], &params, false, false), false),
+        };
+        let (grads, skipped) = skip;
+        let norm = amp::clip_grad_norm(&grads, self.cfg.grad_clip)?;
+        if !skipped {
+            opt.step(&grads, factor);
         }
-        opt.step(&grads, factor);
-        let p: Vec<i64> = logits.argmax(-1, false).to_device(tch::Device::Cpu).try_into()?;
-        st.loss_sum += lv * idx.len() as f64;
-        st.preds.extend(p);
-        st.gold.extend(idx.iter().map(|&i| self.tasks[task].train_labels[i]));
+        if let Some(scaler) = &mut self.scaler {
+            scaler.update();
+            if scaler.collapsed() {
+                bail!("training diverged at step {} (epoch {epoch}, task `{}`): the fp16 loss scale fell to {}, so even unscaled gradients overflow; lower train.lr_encoder / train.lr_heads or use bf16", self.step + 1, self.tasks[task].name, scaler.scale());
+            }
+        }
+        self.in_flight.push(InFlight {
+            step: self.step,
+            epoch,
+            task,
+            loss: loss.detach(),
+            norm,
+            preds: logits.argmax(-1, false),
+            gold: idx.iter().map(|&i| self.tasks[task].train_labels[i]).collect(),
+            guarded: self.scaler.is_none(),
+        });
         self.step += 1;
         self.examples_seen += idx.len();
         self.train_s += t0.elapsed().as_secs_f64();
-        Ok(lv)
+        Ok(())
+    }
+
+    /// Whether the step just taken ends a logging interval or precedes an evaluation, a checkpoint or the
+    /// epoch end: the points where the steps kept on the device are read.
+    fn read_due(&self, epoch_end: bool, ckpt: &Checkpoints) -> bool {
+        let every = |n: Option<usize>| n.is_some_and(|n| n > 0 && self.step.is_multiple_of(n));
+        epoch_end
+            || every(Some(self.cfg.log_every_steps))
+            || every(self.cfg.eval_every_steps)
+            || every(ckpt.every_steps)
+    }
+
+    /// Uploads the epoch's batch indices in one piece.
+    fn upload_index(&mut self, plan: &[(usize, Vec<usize>)]) {
+        let mut offsets = vec![0i64];
+        let mut flat = Vec::new();
+        for (_, idx) in plan {
+            flat.extend(idx.iter().map(|&i| i as i64));
+            offsets.push(flat.len() as i64);
+        }
+        self.index = Some(EpochIndex {
+            flat: Tensor::from_slice(&flat).to_device(self.model.sentence.device),
+            offsets,
+        });
+    }
+
+    fn epoch_slice(&self, pos: usize, len: usize) -> Tensor {
+        let ix = self
+            .index
+            .as_ref()
+            .expect("the epoch's index is uploaded before its steps");
+        ix.flat.narrow(0, ix.offsets[pos], len as i64)
+    }
+
+    /// Reads the steps kept on the device, in order, into the epoch statistics; the divergence guard: a
+    /// non-finite loss or gradient norm fails the run, naming the step, before anything is evaluated or saved.
+    /// Returns the last step's loss, for the progress bar.
+    fn read_in_flight(&mut self, stats: &mut [EpochStats]) -> Result<Option<f64>> {
+        if self.in_flight.is_empty() {
+            return Ok(None);
+        }
+        let steps = std::mem::take(&mut self.in_flight);
+        let host = |ts: Vec<Tensor>| -> Result<Vec<f64>> {
+            Ok(Vec::<f64>::try_from(
+                Tensor::stack(&ts, 0)
+                    .to_kind(tch::Kind::Double)
+                    .to_device(tch::Device::Cpu),
+            )?)
+        };
+        let losses = host(steps.iter().map(|s| s.loss.shallow_clone()).collect())?;
+        let norms = host(
+            steps
+                .iter()
+                .map(|s| {
+                    s.norm
+                        .as_ref()
+                        .map_or_else(|| Tensor::from(0.0f32), Tensor::shallow_clone)
+                })
+                .map(|t| t.to_device(self.model.sentence.device).to_kind(tch::Kind::Float))
+                .collect(),
+        )?;
+        let preds: Vec<i64> = Tensor::cat(&steps.iter().map(|s| &s.preds).collect::<Vec<_>>(), 0)
+            .to_device(tch::Device::Cpu)
+            .try_into()?;
+        let mut preds = preds.into_iter();
+        for ((s, lv), norm) in steps.iter().zip(&losses).zip(&norms) {
+            let name = &self.tasks[s.task].name;
+            let (at, epoch) = (s.step + 1, s.epoch);
+            if s.guarded && !lv.is_finite() {
+                bail!("training diverged at step {at} (epoch {epoch}, task `{name}`): the loss is {lv}; lower train.lr_encoder / train.lr_heads");
+            }
+            if s.guarded && !norm.is_finite() {
+                bail!("training diverged at step {at} (epoch {epoch}, task `{name}`): the gradient norm is {norm}; lower train.lr_encoder / train.lr_heads");
+            }
+            let st = &mut stats[s.task];
+            st.loss_sum += lv * s.gold.len() as f64;
+            st.preds.extend(preds.by_ref().take(s.gold.len()));
+            st.gold.extend(&s.gold);
+        }
+        Ok(losses.last().copied())
     }
 
     /// What follows the step that ended at position `pos` of an epoch's plan of `len` batches: the
@@ -393,6 +532,9 @@ impl<'a> Trainer<'a> {
     fn restore(&mut self, saved: Saved, opt: &mut AdamW) -> Result<(usize, usize, bool, Vec<EpochStats>)> {
         let p = saved.progress;
         opt.load_state(&saved.optimizer, &p.adam_steps)?;
+        if let (Some(scaler), Some((scale, tracker))) = (&mut self.scaler, p.loss_scale) {
+            scaler.load_state(scale, tracker);
+        }
         (self.step, self.examples_seen, self.train_s, self.elapsed_before) =
             (p.step, p.examples_seen, p.train_s, p.elapsed_s);
         Ok((p.epoch, p.pos, p.pending, p.stats))
@@ -429,6 +571,8 @@ impl<'a> Trainer<'a> {
             rows,
             pending,
             adam_steps: Default::default(),
+            precision: self.precision,
+            loss_scale: self.scaler.as_ref().map(GradScaler::state),
         }
     }
 
@@ -476,6 +620,7 @@ impl<'a> Trainer<'a> {
         let mut saved_at: Option<usize> = None;
         for epoch in first..=self.cfg.epochs {
             let plan = self.epoch_plan(epoch, &trained);
+            self.upload_index(&plan);
             if epoch != first {
                 (pos, pending, stats) = (0, false, fresh());
             }
@@ -484,6 +629,12 @@ impl<'a> Trainer<'a> {
             let (epoch_start, mut epoch_examples) = (Instant::now(), 0usize);
             loop {
                 if pending {
+                    if self.read_due(pos == plan.len(), ckpt) {
+                        if let Some(lv) = self.read_in_flight(&mut stats)? {
+                            let rate = epoch_examples as f64 / epoch_start.elapsed().as_secs_f64();
+                            bar.set_message(format!("loss {lv:.4}  {rate:.1} ex/s"));
+                        }
+                    }
                     let rows = sink.written();
                     if let Err(e) = bar.suspend(|| self.after_step(epoch, pos, plan.len(), &stats, sink)) {
                         if interrupt::is_interrupted(&e) {
@@ -502,6 +653,7 @@ impl<'a> Trainer<'a> {
                     break;
                 }
                 if interrupt::requested() {
+                    self.read_in_flight(&mut stats)?;
                     if saved_at != Some(self.step) {
                         self.save(ckpt, &opt, (epoch, pos), &stats, sink.written(), false)?;
                     }
@@ -509,12 +661,10 @@ impl<'a> Trainer<'a> {
                 }
                 let (task, idx) = &plan[pos];
                 let factor = lr_factor(self.step, warmup, total);
-                let lv = self.step(&mut opt, epoch, *task, idx, factor, &mut stats[*task])?;
+                self.step(&mut opt, epoch, pos, (*task, idx), factor)?;
                 (pos, pending) = (pos + 1, true);
                 epoch_examples += idx.len();
                 bar.inc(1);
-                let rate = epoch_examples as f64 / epoch_start.elapsed().as_secs_f64();
-                bar.set_message(format!("{} loss {lv:.4}  {rate:.1} ex/s", self.tasks[*task].name));
             }
             bar.finish_and_clear();
         }
@@ -555,4 +705,9 @@ mod tests {
         assert_ne!(mix(1, 2), mix(2, 1));
         assert_eq!(mix(7, 3), mix(7, 3));
     }
+}
+
+/// Example indices as a tensor (on the CPU).
+fn index_tensor(idx: &[usize]) -> Tensor {
+    Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>())
 }
