@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{ArgGroup, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use crate::amp::{self, Precision};
 use crate::cells::{self, CellIndex, GridAxis};
 use crate::checkpoint;
 use crate::config::ExperimentConfig;
@@ -178,6 +179,9 @@ pub struct PredictArgs {
     /// auto, cpu, cuda or cuda:N (default: the run's config)
     #[arg(long)]
     pub device: Option<String>,
+    /// Run encoder and heads under autocast at this precision (auto: bf16 where native, else fp32)
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
     /// Print JSON instead of text
     #[arg(long)]
     pub json: bool,
@@ -213,9 +217,13 @@ pub struct ModelArgs {
     /// auto, cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
-    /// Run the transformer in bfloat16: faster on CPUs with AMX/AVX512-BF16 and on GPUs, at the cost of
-    /// exact parity with float32 (pooling and normalisation stay in float32)
-    #[arg(long)]
+    /// The transformer's weights in bf16 (faster on CPUs with AMX/AVX512-BF16 and on GPUs) or fp16 (CUDA
+    /// only), at the cost of exact parity with fp32; auto: bf16 where native, else fp32. Pooling and
+    /// normalisation stay in float32
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// The same as --precision bf16
+    #[arg(long, conflicts_with = "precision")]
     pub bf16: bool,
 }
 
@@ -226,13 +234,15 @@ impl ModelArgs {
             (_, true) => Some(false),
             _ => None,
         };
+        let device = parse_device(&self.device)?;
+        let requested = if self.bf16 { Precision::Bf16 } else { self.precision };
         let opts = SentenceOptions {
             pooling: self.pooling,
             normalize,
             max_length: self.max_length,
-            bf16: self.bf16,
+            precision: resolve_precision(requested, device)?,
         };
-        SentenceEncoder::load(&self.model, &opts, parse_device(&self.device)?)
+        SentenceEncoder::load(&self.model, &opts, device)
     }
 }
 
@@ -439,6 +449,15 @@ fn inspect(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `auto` resolved for this machine (said on stderr when it was asked for); fp16 on a CPU is refused.
+fn resolve_precision(requested: Precision, device: tch::Device) -> Result<Precision> {
+    let choice = amp::choose(requested, device, &amp::Hardware::probe(device))?;
+    if requested == Precision::Auto {
+        eprintln!("precision: {} ({})", choice.used, choice.why);
+    }
+    Ok(choice.used)
+}
+
 fn predict(a: PredictArgs) -> Result<()> {
     let rd = RunDir::from_path(&a.run)?;
     match rd.state() {
@@ -461,8 +480,9 @@ fn predict(a: PredictArgs) -> Result<()> {
     }
     let (model, _) = experiment::build(&cfg)?;
     checkpoint::load(&model, &ckpt)?;
-    let preds: Vec<serde_json::Value> = model
-        .predict(&cfg.tasks, &a.sentences)?
+    let device = model.sentence.device;
+    let precision = resolve_precision(a.precision, device)?;
+    let preds: Vec<serde_json::Value> = amp::autocast(device, precision, || model.predict(&cfg.tasks, &a.sentences))??
         .iter()
         .map(|p| p.to_json())
         .collect();

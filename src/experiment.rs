@@ -119,10 +119,14 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     // everything that can be checked without writing is checked before the lock: data, model, freezing
     let data = read_tasks(cfg)?;
     let (model, plan) = build(cfg)?;
+    let device = model.sentence.device;
+    let hw = amp::Hardware::probe(device);
+    let fresh = amp::choose(cfg.train.precision, device, &hw)?;
     let lock = rd.lock()?;
     let saved = prepare(&lock, cfg, start)?;
+    let precision = precision(cfg, device, &hw, fresh, saved.as_ref())?;
     let partial = rd.partial();
-    train_and_commit(cfg, &lock, (model, plan), data, saved, wall).map_err(|e| {
+    train_and_commit(cfg, &lock, (model, plan), data, saved, precision, wall).map_err(|e| {
         if interrupt::is_interrupted(&e) {
             eprintln!(
                 "run {} interrupted; `harness run CONFIG --resume` (or the same sweep) continues it",
@@ -140,19 +144,25 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     })
 }
 
-/// The precision this run trains in: a resumed run keeps the one it started with; a fresh one resolves the
-/// config's (`auto` from the hardware). Sets the TF32 switch on CUDA.
-fn precision(cfg: &ExperimentConfig, device: tch::Device, saved: Option<&Saved>) -> Result<PrecisionRecord> {
+/// The precision this run trains in: a resumed run keeps the one it started with (`auto` is not resolved again
+/// on another machine); a fresh one uses `fresh`, the config's resolved. Sets the TF32 switch on CUDA.
+fn precision(
+    cfg: &ExperimentConfig,
+    device: tch::Device,
+    hw: &amp::Hardware,
+    fresh: amp::Choice,
+    saved: Option<&Saved>,
+) -> Result<PrecisionRecord> {
     let requested = cfg.train.precision;
     let choice = match saved {
         Some(s) => amp::Choice {
             used: s.progress.precision,
-            why: "kept from the run's start (resumed)".to_string(),
+            why: format!("kept from the run's start ({})", s.progress.precision),
         },
-        None => amp::choose(requested, device, &amp::Hardware::probe(device))?,
+        None => fresh,
     };
     // a resumed fp16 run on a CPU would fail later, inside autocast: say why now
-    amp::choose(choice.used, device, &amp::Hardware::probe(device))?;
+    amp::choose(choice.used, device, hw)?;
     let tf32 = cfg.train.tf32 && device.is_cuda();
     if device.is_cuda() {
         amp::set_tf32(tf32)?;
@@ -174,6 +184,7 @@ fn train_and_commit(
     (model, plan): (MultiTaskModel, FreezePlan),
     data: Vec<(LabelledData, LabelledData)>,
     saved: Option<Saved>,
+    precision: PrecisionRecord,
     wall: Instant,
 ) -> Result<Outcome> {
     let work = lock.dir().partial();
@@ -197,7 +208,6 @@ fn train_and_commit(
             MetricsWriter::create(&metrics_path)?
         }
     };
-    let precision = precision(cfg, model.sentence.device, saved.as_ref())?;
     let frozen = Snapshot::take(plan.select(&groups, false)?);
     let mut trainer = Trainer::new(
         &model,

@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 
+use crate::amp::Precision;
 use crate::config::{ExperimentConfig, TaskConfig};
 use crate::group::{Group, ParamGroup};
 use crate::heads::Head;
@@ -38,7 +39,7 @@ impl MultiTaskModel {
             pooling: cfg.encoder.pooling,
             normalize: cfg.encoder.normalize,
             max_length: Some(cfg.encoder.max_length),
-            bf16: false,
+            precision: Precision::Fp32,
         };
         let sentence = SentenceEncoder::load(&cfg.encoder.model, &opts, device)?;
         let heads = cfg

@@ -5,6 +5,7 @@ use anyhow::{bail, Result};
 use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
+use crate::amp::Precision;
 use crate::encoder::Encoder;
 use crate::model_folder::ModelFolder;
 use crate::pooling::{l2_normalize, pool, Pooling};
@@ -17,8 +18,9 @@ pub struct SentenceOptions {
     pub pooling: Option<Pooling>,
     pub normalize: Option<bool>,
     pub max_length: Option<usize>,
-    /// run the transformer in bfloat16 (inference only; pooling stays in f32)
-    pub bf16: bool,
+    /// the transformer's weights in bfloat16 or float16 (inference only; pooling stays in f32); `auto` must be
+    /// resolved (amp::choose) before it gets here
+    pub precision: Precision,
 }
 
 pub struct SentenceEncoder {
@@ -43,8 +45,11 @@ impl SentenceEncoder {
         opts: &SentenceOptions,
         device: Device,
     ) -> Result<Self> {
-        if opts.bf16 {
-            encoder.vs.bfloat16();
+        match opts.precision {
+            Precision::Bf16 => encoder.vs.bfloat16(),
+            Precision::Fp16 => encoder.vs.half(),
+            Precision::Fp32 => {}
+            Precision::Auto => bail!("precision auto must be resolved before the encoder loads"),
         }
         let pooling = opts.pooling.or(folder.sentence.pooling).unwrap_or(Pooling::Mean);
         let normalize = opts.normalize.unwrap_or(folder.sentence.normalize);
