@@ -2,7 +2,10 @@
 mean pooling, one linear head per task, batch 32 drawn from one task at a time, dynamic padding to the
 longest sentence of each (random) batch, AdamW, one epoch.
 
-usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen
+usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen [fp32|bf16 [DEVICE]]
+fp32 (the default) trains in float32; bf16 wraps forward and loss in torch.autocast(device type,
+dtype=torch.bfloat16), with float32 weights, gradients and AdamW state, as harness's train.precision=bf16 does.
+DEVICE: cpu (default) or cuda[:N].
 Prints JSON with the training examples/s (tokenisation and evaluation excluded)."""
 import csv
 import json
@@ -14,6 +17,10 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 model_dir, data, limit, threads, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+precision = sys.argv[6] if len(sys.argv) > 6 else "fp32"
+device = torch.device(sys.argv[7] if len(sys.argv) > 7 else "cpu")
+if mode not in ("full", "frozen") or precision not in ("fp32", "bf16"):
+    sys.exit(f"bench_train.py: expected full|frozen and fp32|bf16, got {mode} {precision}")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 random.seed(0)
@@ -28,8 +35,8 @@ def read(path, text, label, offset):
 tasks = {"sentiment": (read(f"{data}/sst2/train.tsv", "sentence", "label", 0), 2),
          "topic": (read(f"{data}/ag_news/train.tsv", "description", "label", 1), 4)}
 tok = AutoTokenizer.from_pretrained(model_dir)
-encoder = AutoModel.from_pretrained(model_dir)
-heads = torch.nn.ModuleDict({t: torch.nn.Linear(encoder.config.hidden_size, n) for t, (_, n) in tasks.items()})
+encoder = AutoModel.from_pretrained(model_dir).to(device)
+heads = torch.nn.ModuleDict({t: torch.nn.Linear(encoder.config.hidden_size, n) for t, (_, n) in tasks.items()}).to(device)
 frozen = mode == "frozen"
 for p in encoder.parameters():
     p.requires_grad_(not frozen)
@@ -44,23 +51,35 @@ for t, ((texts, labels), _) in tasks.items():
     for i in range(0, len(order), 32):
         idx = order[i:i + 32]
         enc = tok([texts[j] for j in idx], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        batches.append((t, enc, torch.tensor([labels[j] for j in idx])))
+        batches.append((t, enc.to(device), torch.tensor([labels[j] for j in idx], device=device)))
 random.shuffle(batches)
 
 encoder.train(not frozen)
 heads.train()
+# autocast is off for fp32; for bf16 it covers forward and loss only (backward and the step run outside it)
+amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def sync():
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 seen = 0
+sync()
 t0 = time.perf_counter()
 for t, enc, y in batches:
-    with torch.set_grad_enabled(not frozen):
-        hidden = encoder(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).float()
-    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-    loss = torch.nn.functional.cross_entropy(heads[t](pooled), y)
+    with amp:
+        with torch.set_grad_enabled(not frozen):
+            hidden = encoder(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+        loss = torch.nn.functional.cross_entropy(heads[t](pooled), y)
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     seen += len(y)
+sync()
 secs = time.perf_counter() - t0
-print(json.dumps({"mode": mode, "examples": seen, "train_s": secs, "examples_per_s": seen / secs}))
+print(json.dumps({"mode": mode, "precision": precision, "device": str(device), "examples": seen, "train_s": secs, "examples_per_s": seen / secs}))
