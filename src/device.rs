@@ -1,7 +1,7 @@
 //! Device selection shared by every command.
 
 use anyhow::{bail, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 /// `auto` picks the first CUDA device when libtorch sees one, else the CPU.
 pub fn parse_device(s: &str) -> Result<Device> {
@@ -32,6 +32,15 @@ fn require_cuda(n: usize) -> Result<Device> {
         bail!("device cuda:{n} requested but libtorch sees {count} CUDA device(s)");
     }
     Ok(Device::Cuda(n))
+}
+
+/// A host tensor on `device`. On CUDA the copy goes through pinned memory and does not block: a plain copy from
+/// pageable memory synchronises the stream, which would make every training step wait for the previous one.
+pub fn upload(t: Tensor, device: Device) -> Tensor {
+    match device {
+        Device::Cuda(_) => t.pin_memory(device).to_device_(device, t.kind(), true, false),
+        _ => t.to_device(device),
+    }
 }
 
 pub fn describe(d: Device) -> String {

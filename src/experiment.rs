@@ -209,16 +209,8 @@ fn train_and_commit(
         }
     };
     let frozen = Snapshot::take(plan.select(&groups, false)?);
-    let mut trainer = Trainer::new(
-        &model,
-        &plan,
-        &tasks,
-        &cfg.train,
-        &cfg.name,
-        &scenario,
-        cfg.seed,
-        precision.used,
-    );
+    let mut trainer =
+        Trainer::new(&model, &plan, &tasks, &cfg.train, &cfg.name, &scenario, cfg.seed).with_precision(precision.used);
     if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
         trainer.cache_features()?;
     }

@@ -5,6 +5,7 @@ use rust_tokenizers::tokenizer::{BertTokenizer, Tokenizer, TruncationStrategy};
 use rust_tokenizers::vocab::Vocab;
 use tch::{Device, Tensor};
 
+use crate::device::upload;
 use crate::model_folder::ModelFolder;
 
 pub struct TextTokenizer {
@@ -49,8 +50,8 @@ impl TextTokenizer {
         }
         let shape = [seqs.len() as i64, width as i64];
         Batch {
-            ids: Tensor::from_slice(&ids).view(shape).to_device(device),
-            mask: Tensor::from_slice(&mask).view(shape).to_device(device),
+            ids: upload(Tensor::from_slice(&ids).view(shape), device),
+            mask: upload(Tensor::from_slice(&mask).view(shape), device),
         }
     }
 

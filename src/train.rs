@@ -24,6 +24,7 @@ use crate::adamw::{AdamW, AdamWConfig};
 use crate::amp::{self, GradScaler, Precision};
 use crate::checkpoint;
 use crate::config::TrainConfig;
+use crate::device::upload;
 use crate::freeze::FreezePlan;
 use crate::interrupt;
 use crate::metrics::{accuracy, macro_f1};
@@ -139,7 +140,6 @@ impl<'a> Trainer<'a> {
         run: &str,
         scenario: &str,
         seed: u64,
-        precision: Precision,
     ) -> Self {
         let device = model.sentence.device;
         Trainer {
@@ -151,20 +151,27 @@ impl<'a> Trainer<'a> {
             scenario: scenario.to_string(),
             seed,
             cache: None,
-            precision,
+            precision: Precision::Fp32,
             train_labels: tasks
                 .iter()
                 .map(|t| Tensor::from_slice(&t.train_labels).to_device(device))
                 .collect(),
             in_flight: Vec::new(),
             index: None,
-            scaler: (precision == Precision::Fp16).then(|| GradScaler::new(device)),
+            scaler: None,
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
             elapsed_before: 0.0,
             start: Instant::now(),
         }
+    }
+
+    /// Trains under autocast at `precision` (resolved: not auto); fp16 brings its loss scaler.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self.scaler = (precision == Precision::Fp16).then(|| GradScaler::new(self.model.sentence.device));
+        self
     }
 
     /// With every encoder group frozen the sentence vectors never change: compute them once.
@@ -203,7 +210,7 @@ impl<'a> Trainer<'a> {
             };
             return Ok(match index {
                 Some(index) => all.index_select(0, index),
-                None => all.index_select(0, &index_tensor(idx).to_device(s.device)),
+                None => all.index_select(0, &upload(index_tensor(idx), s.device)),
             });
         }
         let seqs = match split {
@@ -426,7 +433,7 @@ impl<'a> Trainer<'a> {
             offsets.push(flat.len() as i64);
         }
         self.index = Some(EpochIndex {
-            flat: Tensor::from_slice(&flat).to_device(self.model.sentence.device),
+            flat: upload(Tensor::from_slice(&flat), self.model.sentence.device),
             offsets,
         });
     }
@@ -672,6 +679,11 @@ impl<'a> Trainer<'a> {
     }
 }
 
+/// Example indices as a tensor (on the CPU).
+fn index_tensor(idx: &[usize]) -> Tensor {
+    Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -705,9 +717,4 @@ mod tests {
         assert_ne!(mix(1, 2), mix(2, 1));
         assert_eq!(mix(7, 3), mix(7, 3));
     }
-}
-
-/// Example indices as a tensor (on the CPU).
-fn index_tensor(idx: &[usize]) -> Tensor {
-    Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>())
 }

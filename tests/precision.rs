@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use common::*;
 use harness::amp::{self, Precision};
@@ -15,6 +16,8 @@ use harness::experiment::{self, Start};
 use harness::model_folder::ModelFolder;
 use harness::tokenizer::TextTokenizer;
 use tch::{Device, Kind, Reduction, Tensor};
+
+type Op<'a> = Box<dyn Fn() -> Tensor + 'a>;
 
 /// The ops of scripts/reference/autocast_dtypes.py, same names, same forms, under bf16 autocast.
 fn op_dtypes() -> BTreeMap<String, String> {
@@ -26,13 +29,22 @@ fn op_dtypes() -> BTreeMap<String, String> {
     let b3 = Tensor::randn([2, 8, 5], opts);
     let targets = Tensor::from_slice(&[0i64, 1, 2, 3]);
     let ce = |t: &Tensor| t.cross_entropy_loss::<Tensor>(&targets, None, Reduction::Mean, -100, 0.0);
-    let table: Vec<(&str, Box<dyn Fn() -> Tensor>)> = vec![
+    let table: Vec<(&str, Op)> = vec![
         ("linear", Box::new(|| x.linear(&w, Some(&b)))),
         ("matmul", Box::new(|| a3.matmul(&b3))),
         ("bmm", Box::new(|| a3.bmm(&b3))),
-        ("addmm", Box::new(|| b.narrow(0, 0, 4).unsqueeze(1).expand([4, 6], false).addmm(&x, &w.tr()))),
-        ("baddbmm", Box::new(|| Tensor::zeros([2, 4, 5], opts).baddbmm(&a3, &b3, 1, 1))),
-        ("layer_norm", Box::new(|| x.layer_norm([8], None::<Tensor>, None::<Tensor>, 1e-5, false))),
+        (
+            "addmm",
+            Box::new(|| b.narrow(0, 0, 4).unsqueeze(1).expand([4, 6], false).addmm(&x, &w.tr())),
+        ),
+        (
+            "baddbmm",
+            Box::new(|| Tensor::zeros([2, 4, 5], opts).baddbmm(&a3, &b3, 1, 1)),
+        ),
+        (
+            "layer_norm",
+            Box::new(|| x.layer_norm([8], None::<Tensor>, None::<Tensor>, 1e-5, false)),
+        ),
         ("softmax", Box::new(|| x.softmax(-1, None::<Kind>))),
         ("log_softmax", Box::new(|| x.log_softmax(-1, None::<Kind>))),
         ("gelu", Box::new(|| x.gelu("none"))),
@@ -41,17 +53,29 @@ fn op_dtypes() -> BTreeMap<String, String> {
         ("mul", Box::new(|| &x * &x)),
         ("sum", Box::new(|| x.sum_dim_intlist(-1, false, None::<Kind>))),
         ("mean", Box::new(|| x.mean_dim(-1, false, None::<Kind>))),
-        ("embedding", Box::new(|| Tensor::embedding(&w, &Tensor::from_slice(&[0i64, 2]), -1, false, false))),
+        (
+            "embedding",
+            Box::new(|| Tensor::embedding(&w, &Tensor::from_slice(&[0i64, 2]), -1, false, false)),
+        ),
         ("cross_entropy", Box::new(|| ce(&x))),
-        ("linear_then_softmax", Box::new(|| x.linear(&w, Some(&b)).softmax(-1, None::<Kind>))),
+        (
+            "linear_then_softmax",
+            Box::new(|| x.linear(&w, Some(&b)).softmax(-1, None::<Kind>)),
+        ),
         (
             "linear_then_layer_norm",
-            Box::new(|| x.linear(&w, Some(&b)).layer_norm([6], None::<Tensor>, None::<Tensor>, 1e-5, false)),
+            Box::new(|| {
+                x.linear(&w, Some(&b))
+                    .layer_norm([6], None::<Tensor>, None::<Tensor>, 1e-5, false)
+            }),
         ),
         ("linear_then_cross_entropy", Box::new(|| ce(&x.linear(&w, Some(&b))))),
     ];
     amp::autocast(Device::Cpu, Precision::Bf16, || {
-        table.iter().map(|(name, f)| (name.to_string(), dtype_name(f().kind()))).collect()
+        table
+            .iter()
+            .map(|(name, f)| (name.to_string(), dtype_name(f().kind())))
+            .collect()
     })
     .unwrap()
 }
@@ -91,7 +115,11 @@ fn autocast_matches_torch_op_by_op_and_on_minilm() {
         ],
     );
     let want: BTreeMap<String, String> = read_json(&d.path().join("ops.json"));
-    assert_eq!(op_dtypes(), want, "op dtypes under bf16 autocast (left: harness, right: torch.autocast)");
+    assert_eq!(
+        op_dtypes(),
+        want,
+        "op dtypes under bf16 autocast (left: harness, right: torch.autocast)"
+    );
     assert!(!amp::autocast_enabled(Device::Cpu), "the region closed");
 
     let enc = Encoder::load(&folder, Device::Cpu).unwrap();
@@ -108,7 +136,11 @@ fn autocast_matches_torch_op_by_op_and_on_minilm() {
     };
     let (bf16, fp32) = (forward(Precision::Bf16), forward(Precision::Fp32));
     let hidden: Vec<String> = read_json(&d.path().join("hidden.json"));
-    assert_eq!(&dtype_name(bf16.kind()), hidden.last().unwrap(), "last hidden state's dtype");
+    assert_eq!(
+        &dtype_name(bf16.kind()),
+        hidden.last().unwrap(),
+        "last hidden state's dtype"
+    );
     let mask = batch.mask.unsqueeze(-1).to_kind(Kind::Float);
     let want_last = Tensor::read_npy(d.path().join("last.npy")).unwrap();
     let same = max_abs_diff(&(bf16.to_kind(Kind::Float) * &mask), &want_last);
@@ -118,7 +150,10 @@ fn autocast_matches_torch_op_by_op_and_on_minilm() {
     // rust-bert computes GELU from erf in the tensor's dtype where torch has one fused gelu, so bf16 rounds
     // differently inside each feed-forward block. A forward without autocast would be float32 throughout.
     assert!(same < 0.05, "harness bf16 vs torch bf16: {same}");
-    assert!(max_abs_diff(&(bf16.to_kind(Kind::Float) * &mask), &(fp32 * &mask)) > 1e-3, "autocast changed nothing");
+    assert!(
+        max_abs_diff(&(bf16.to_kind(Kind::Float) * &mask), &(fp32 * &mask)) > 1e-3,
+        "autocast changed nothing"
+    );
 }
 
 fn tiny_run(dir: &Path, precision: &str) -> experiment::Outcome {
@@ -140,7 +175,10 @@ fn bf16_training_ends_near_fp32() {
     for (task, m32) in &fp32.summary.final_metrics {
         let m16 = &bf16.summary.final_metrics[task];
         let (dl, da) = ((m16.loss - m32.loss).abs(), (m16.accuracy - m32.accuracy).abs());
-        println!("{task}: eval loss fp32 {:.5} bf16 {:.5}; accuracy {:.4} / {:.4}", m32.loss, m16.loss, m32.accuracy, m16.accuracy);
+        println!(
+            "{task}: eval loss fp32 {:.5} bf16 {:.5}; accuracy {:.4} / {:.4}",
+            m32.loss, m16.loss, m32.accuracy, m16.accuracy
+        );
         assert!(dl < 0.05 && da <= 0.1, "{task}: loss differs by {dl}, accuracy by {da}");
         assert!(dl > 0.0, "{task}: bf16 gave fp32's loss exactly: autocast did not run");
     }
@@ -153,6 +191,80 @@ fn auto_is_resolved_and_recorded() {
     let p = &out.summary.precision;
     assert_eq!(p.requested, Precision::Auto);
     let native = !amp::cpu_bf16_flags(&std::fs::read_to_string("/proc/cpuinfo").unwrap()).is_empty();
-    assert_eq!(p.used, if native { Precision::Bf16 } else { Precision::Fp32 }, "{}", p.why);
+    assert_eq!(
+        p.used,
+        if native { Precision::Bf16 } else { Precision::Fp32 },
+        "{}",
+        p.why
+    );
     assert!(p.why.starts_with("auto: "), "{}", p.why);
+}
+
+/// `auto` resolves once: a run started where bf16 is native and resumed where it is not keeps bf16, and
+/// continues exactly as an uninterrupted bf16 run (the CPU is told which flags it has).
+#[test]
+fn resume_keeps_the_precision_the_run_started_with() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("c.yaml");
+    let train = "  epochs: 2\n  checkpoint_every_steps: 1\n  precision: auto";
+    std::fs::write(&p, config_text(d.path(), "  scenario: none", train)).unwrap();
+    let args = |name: &str| {
+        vec![
+            "--threads".to_string(),
+            "2".into(),
+            "run".into(),
+            p.to_str().unwrap().into(),
+            "--set".into(),
+            format!("name={name}"),
+        ]
+    };
+    let native = Path::new("avx2 avx512_bf16");
+    let refrun = harness_env(
+        &args("ref").iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("HARNESS_CPU_FLAGS", Some(native))],
+    );
+    assert!(refrun.status.success(), "{}", String::from_utf8_lossy(&refrun.stderr));
+    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args("k"))
+        .env("HARNESS_CPU_FLAGS", native)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let partial = d.path().join("k.partial");
+    wait_until("a checkpoint", 300, || {
+        checkpointed_step(&partial).is_some_and(|s| s >= 3)
+    });
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut resume = args("k");
+    resume.push("--resume".into());
+    let out = harness_env(
+        &resume.iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("HARNESS_CPU_FLAGS", Some(Path::new("avx2")))],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("precision: bf16 (kept from the run's start"), "{err}");
+    let summary = harness::record::Summary::read(&d.path().join("k/summary.json")).unwrap();
+    assert_eq!(
+        (summary.precision.requested, summary.precision.used),
+        (Precision::Auto, Precision::Bf16)
+    );
+    assert_eq!(
+        metrics(&d.path().join("k")),
+        metrics(&d.path().join("ref")),
+        "resumed bf16 run equals the uninterrupted one"
+    );
+    // a fresh run on that CPU picks fp32
+    let fresh = harness_env(
+        &args("f").iter().map(String::as_str).collect::<Vec<_>>(),
+        &[("HARNESS_CPU_FLAGS", Some(Path::new("avx2")))],
+    );
+    assert!(String::from_utf8_lossy(&fresh.stderr).contains("precision: fp32 (auto: the CPU has neither"));
 }
