@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::amp::Precision;
 use crate::plot::{plot_curves, CurvePoint, RunCurve, TaskCurve};
 
 pub use crate::record::METRICS_HEADER;
@@ -59,6 +60,15 @@ impl RunData {
     /// Whether every final metric and every metrics row is a number (a diverged run's are not).
     pub fn is_finite(&self) -> bool {
         self.summary.is_finite() && self.metrics.iter().all(MetricRow::is_finite)
+    }
+
+    /// The table's name for the runs of one configuration: the base name, with the precision it trained in when
+    /// that is not fp32 (runs in bf16 are another configuration, never seeds of the fp32 one).
+    pub fn group_label(&self) -> String {
+        match self.summary.precision.used {
+            Precision::Fp32 => self.base_name().to_string(),
+            p => format!("{} ({p})", self.base_name()),
+        }
     }
 
     /// The name runs of one configuration share: summary.json's `base_name`, or for runs written before
@@ -189,7 +199,7 @@ struct Group<'a> {
 fn group_runs(runs: &[RunData]) -> Result<Vec<Group<'_>>> {
     let mut groups: Vec<Group> = Vec::new();
     for run in runs {
-        let (scenario, name) = (&run.summary.scenario, run.base_name());
+        let (scenario, name) = (&run.summary.scenario, run.group_label());
         match groups.iter_mut().find(|g| &g.scenario == scenario && g.name == name) {
             Some(g) => {
                 if let Some(dup) = g.runs.iter().find(|r| r.summary.run == run.summary.run) {
@@ -204,7 +214,7 @@ fn group_runs(runs: &[RunData]) -> Result<Vec<Group<'_>>> {
             }
             None => groups.push(Group {
                 scenario: scenario.clone(),
-                name: name.to_string(),
+                name,
                 runs: vec![run],
             }),
         }
@@ -708,6 +718,23 @@ mod tests {
         }
         let cmp = compare(&dirs, &tmp.path().join("out")).unwrap();
         assert_eq!(cmp.n_groups, 3, "different base names are never merged");
+    }
+
+    #[test]
+    fn runs_in_another_precision_are_their_own_group() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = fixture(tmp.path());
+        let path = dirs[1].join("summary.json");
+        let mut v: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        v["precision"] = serde_json::json!({"requested": "auto", "used": "bf16", "why": "auto"});
+        fs::write(&path, v.to_string()).unwrap();
+        let cmp = compare(&dirs, &tmp.path().join("out")).unwrap();
+        assert!(cmp.rows.iter().any(|r| r.group.ends_with(" (bf16)")), "{:?}", cmp.rows);
+        assert!(cmp
+            .rows
+            .iter()
+            .all(|r| !r.group.ends_with(" (bf16)") || r.runs.len() == 1));
+        assert_eq!(cmp.n_groups, 3, "frozen-seed1 (fp32), frozen-seed2 (bf16), baseline");
     }
 
     #[test]
