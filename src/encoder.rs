@@ -31,7 +31,9 @@ pub struct Encoder {
 
 impl Encoder {
     /// Builds the architecture from config.json and loads every weight; anything missing, unexpected or
-    /// of the wrong shape is an error.
+    /// of the wrong shape is an error. Built and loaded on the CPU, then moved to `device`: building initialises
+    /// every variable from the torch generator before the weights overwrite them, and on the CPU that draws the
+    /// same numbers on every device, so what is drawn next (the task heads) is the same on CUDA as on the CPU.
     pub fn load(folder: &ModelFolder, device: Device) -> Result<Self> {
         let tensors = encoder_tensors(read_tensors(&folder.weight_files)?, &folder.weights, folder.arch);
         let pooler_absent = folder.arch == Architecture::Bert && !tensors.keys().any(|n| n.starts_with("pooler."));
@@ -42,8 +44,9 @@ impl Encoder {
                 folder.weights.display()
             );
         }
-        let mut enc = Self::build_with(folder, device, !pooler_absent)?;
+        let mut enc = Self::build_with(folder, Device::Cpu, !pooler_absent)?;
         copy_strict(&mut enc.vs, tensors, &folder.weights, folder.arch)?;
+        enc.vs.set_device(device); // in place: the modules hold the moved tensors
         Ok(enc)
     }
 

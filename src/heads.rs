@@ -22,8 +22,12 @@ pub struct Head {
 }
 
 impl Head {
+    /// Initialised on the CPU from the torch generator, then moved to `device`: with the encoder also built on the
+    /// CPU (`Encoder::load`), a run on CUDA starts from the very heads a CPU run of the same seed starts from (the
+    /// CUDA generator draws other numbers), which is what lets `scripts/gpu-check` compare the two runs before and
+    /// after training.
     pub fn new(task: &str, cfg: &HeadConfig, in_dim: i64, num_labels: usize, device: Device) -> Head {
-        let vs = nn::VarStore::new(device);
+        let mut vs = nn::VarStore::new(Device::Cpu);
         let root = vs.root();
         let n = num_labels as i64;
         let layers = match cfg {
@@ -34,6 +38,7 @@ impl Head {
                 dropout: m.dropout,
             },
         };
+        vs.set_device(device); // moves the variables in place, so `layers` holds the moved tensors
         Head {
             task: task.to_string(),
             vs,
