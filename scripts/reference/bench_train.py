@@ -2,7 +2,9 @@
 mean pooling, one linear head per task, batch 32 drawn from one task at a time, dynamic padding to the
 longest sentence of each (random) batch, AdamW, one epoch.
 
-usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen
+usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen [DEVICE [PRECISION]]
+DEVICE: cpu (default), cuda or cuda:N; each batch is moved there inside the timed loop. PRECISION: fp32 (default)
+or bf16 (forward and loss under torch.autocast in bfloat16, as harness's train.precision=bf16).
 Prints JSON with the training examples/s (tokenisation and evaluation excluded)."""
 import csv
 import json
@@ -14,6 +16,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 model_dir, data, limit, threads, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+device = sys.argv[6] if len(sys.argv) > 6 else "cpu"
+precision = sys.argv[7] if len(sys.argv) > 7 else "fp32"
+assert precision in ("fp32", "bf16"), precision
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 random.seed(0)
@@ -28,8 +33,9 @@ def read(path, text, label, offset):
 tasks = {"sentiment": (read(f"{data}/sst2/train.tsv", "sentence", "label", 0), 2),
          "topic": (read(f"{data}/ag_news/train.tsv", "description", "label", 1), 4)}
 tok = AutoTokenizer.from_pretrained(model_dir)
-encoder = AutoModel.from_pretrained(model_dir)
+encoder = AutoModel.from_pretrained(model_dir).float().to(device)
 heads = torch.nn.ModuleDict({t: torch.nn.Linear(encoder.config.hidden_size, n) for t, (_, n) in tasks.items()})
+heads.to(device)
 frozen = mode == "frozen"
 for p in encoder.parameters():
     p.requires_grad_(not frozen)
@@ -51,16 +57,22 @@ encoder.train(not frozen)
 heads.train()
 seen = 0
 t0 = time.perf_counter()
+autocast = torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 for t, enc, y in batches:
-    with torch.set_grad_enabled(not frozen):
-        hidden = encoder(**enc).last_hidden_state
-    mask = enc["attention_mask"].unsqueeze(-1).float()
-    pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-    loss = torch.nn.functional.cross_entropy(heads[t](pooled), y)
+    enc, y = enc.to(device), y.to(device)
+    with autocast:
+        with torch.set_grad_enabled(not frozen):
+            hidden = encoder(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+        loss = torch.nn.functional.cross_entropy(heads[t](pooled), y)
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
     seen += len(y)
+if device.startswith("cuda"):
+    torch.cuda.synchronize()
 secs = time.perf_counter() - t0
-print(json.dumps({"mode": mode, "examples": seen, "train_s": secs, "examples_per_s": seen / secs}))
+print(json.dumps({"mode": mode, "examples": seen, "train_s": secs, "examples_per_s": seen / secs, "device": device,
+                  "precision": precision}))
