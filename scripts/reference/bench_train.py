@@ -5,7 +5,9 @@ longest sentence of each (random) batch, AdamW, one epoch.
 usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen [fp32|bf16 [DEVICE]]
 fp32 (the default) trains in float32; bf16 wraps forward and loss in torch.autocast(device type,
 dtype=torch.bfloat16), with float32 weights, gradients and AdamW state, as harness's train.precision=bf16 does.
-DEVICE: cpu (default) or cuda[:N].
+DEVICE: cpu (default), cuda or cuda:N; each batch is moved there inside the timed loop (as harness uploads each
+step's batch), CUDA synchronised before and after it. The encoder is loaded in float32 whatever the folder stores
+(gpu-check --pack ships float16 weights).
 Prints JSON with the training examples/s (tokenisation and evaluation excluded)."""
 import csv
 import json
@@ -35,7 +37,7 @@ def read(path, text, label, offset):
 tasks = {"sentiment": (read(f"{data}/sst2/train.tsv", "sentence", "label", 0), 2),
          "topic": (read(f"{data}/ag_news/train.tsv", "description", "label", 1), 4)}
 tok = AutoTokenizer.from_pretrained(model_dir)
-encoder = AutoModel.from_pretrained(model_dir).to(device)
+encoder = AutoModel.from_pretrained(model_dir).float().to(device)
 heads = torch.nn.ModuleDict({t: torch.nn.Linear(encoder.config.hidden_size, n) for t, (_, n) in tasks.items()}).to(device)
 frozen = mode == "frozen"
 for p in encoder.parameters():
@@ -51,7 +53,7 @@ for t, ((texts, labels), _) in tasks.items():
     for i in range(0, len(order), 32):
         idx = order[i:i + 32]
         enc = tok([texts[j] for j in idx], padding=True, truncation=True, max_length=128, return_tensors="pt")
-        batches.append((t, enc.to(device), torch.tensor([labels[j] for j in idx], device=device)))
+        batches.append((t, enc, torch.tensor([labels[j] for j in idx])))
 random.shuffle(batches)
 
 encoder.train(not frozen)
@@ -69,6 +71,7 @@ seen = 0
 sync()
 t0 = time.perf_counter()
 for t, enc, y in batches:
+    enc, y = enc.to(device), y.to(device)
     with amp:
         with torch.set_grad_enabled(not frozen):
             hidden = encoder(**enc).last_hidden_state
