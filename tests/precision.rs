@@ -156,11 +156,21 @@ fn autocast_matches_torch_op_by_op_and_on_minilm() {
     );
 }
 
+/// In-process runs one at a time: libtorch's seed is global, and two runs reseeding it from two threads would
+/// each draw the other's dropout masks.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Two epochs of full fine-tuning on the small config, evaluated on 200 examples per task (24 would make one
+/// flipped prediction worth 0.04 of accuracy).
 fn tiny_run(dir: &Path, precision: &str) -> experiment::Outcome {
+    let _serial = serial();
     let p = dir.join("c.yaml");
     let train = format!("  epochs: 2\n  precision: {precision}");
     std::fs::write(&p, config_text(dir, "  scenario: none", &train)).unwrap();
-    let cfg = ExperimentConfig::load(&p, &[]).unwrap();
+    let cfg = ExperimentConfig::load(&p, &["tasks.0.limit_eval=200".into(), "tasks.1.limit_eval=200".into()]).unwrap();
     experiment::run(&cfg, Start::Fresh).unwrap()
 }
 
@@ -179,7 +189,10 @@ fn bf16_training_ends_near_fp32() {
             "{task}: eval loss fp32 {:.5} bf16 {:.5}; accuracy {:.4} / {:.4}",
             m32.loss, m16.loss, m32.accuracy, m16.accuracy
         );
-        assert!(dl < 0.05 && da <= 0.1, "{task}: loss differs by {dl}, accuracy by {da}");
+        assert!(
+            dl < 0.03 && da <= 0.05,
+            "{task}: loss differs by {dl}, accuracy by {da}"
+        );
         assert!(dl > 0.0, "{task}: bf16 gave fp32's loss exactly: autocast did not run");
     }
 }
