@@ -273,22 +273,23 @@ pub fn matmul_precision() -> Result<&'static str> {
         .unwrap_or("unknown"))
 }
 
-fn handles(ts: &[Tensor]) -> Vec<*mut C_tensor> {
-    ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
+/// The handles of the defined gradients (an undefined one belongs to a parameter the loss did not reach), valid
+/// while `grads` is borrowed.
+fn defined_handles(grads: &[Tensor]) -> Vec<*mut C_tensor> {
+    grads
+        .iter()
+        .filter(|g| g.defined())
+        .map(|g| g.as_ptr() as *mut C_tensor)
+        .collect()
 }
 
 /// `torch.nn.utils.clip_grad_norm_` over the defined gradients, on their device without a host read: returns the
 /// total norm as a 0-dim tensor and, when `max_norm > 0`, scales the gradients in place to at most `max_norm`.
 pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> Result<Option<Tensor>> {
-    let defined: Vec<Tensor> = grads
-        .iter()
-        .filter(|g| g.defined())
-        .map(Tensor::shallow_clone)
-        .collect();
-    if defined.is_empty() {
+    let hs = defined_handles(grads);
+    if hs.is_empty() {
         return Ok(None);
     }
-    let hs = handles(&defined);
     let mut total: *mut C_tensor = std::ptr::null_mut();
     // SAFETY: live tensor handles for the call's duration; the shim returns a new tensor we take ownership of
     check(
@@ -327,14 +328,9 @@ impl GradScaler {
     /// step, as GradScaler.step does).
     pub fn unscale(&mut self, grads: &[Tensor]) -> Result<bool> {
         let _ = self.found_inf.zero_();
-        let defined: Vec<Tensor> = grads
-            .iter()
-            .filter(|g| g.defined())
-            .map(Tensor::shallow_clone)
-            .collect();
-        if !defined.is_empty() {
+        let hs = defined_handles(grads);
+        if !hs.is_empty() {
             let inv = self.scale.reciprocal();
-            let hs = handles(&defined);
             // SAFETY: live tensor handles for the call's duration
             check(
                 unsafe {

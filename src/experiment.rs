@@ -231,17 +231,9 @@ fn train_and_commit(
         stats,
         &frozen,
         &changed,
+        precision,
         wall,
     )?;
-    let provenance = Provenance {
-        precision: precision.used.to_string(),
-        ..summary.provenance
-    };
-    let summary = Summary {
-        precision,
-        provenance,
-        ..summary
-    };
     checkpoint::save(&groups, &plan, &work.join(checkpoint::FILE))?;
     summary.write(&work.join(SUMMARY_FILE))?;
     if !changed.is_empty() {
@@ -294,8 +286,10 @@ fn summarize(
     stats: FitStats,
     frozen: &Snapshot,
     changed: &[String],
+    precision: PrecisionRecord,
     wall: Instant,
 ) -> Result<Summary> {
+    let used_precision = precision.used.to_string();
     // the last eval row of each task is its final result, as metrics.csv (re-read: one source) says
     let final_metrics: BTreeMap<String, FinalMetrics> = read_metrics(metrics)?
         .into_iter()
@@ -347,10 +341,10 @@ fn summarize(
             0.0
         },
         complete: changed.is_empty(),
-        precision: Default::default(),
+        precision,
         provenance: Provenance {
             model_path: model.sentence.folder.dir.display().to_string(),
-            precision: "fp32".into(),
+            precision: used_precision,
             threads: tch::get_num_threads() as i64,
             device_name: device_name(model.sentence.device),
             tch_version: crate::versions::TCH.into(),

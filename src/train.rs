@@ -58,7 +58,7 @@ struct InFlight {
     epoch: usize,
     task: usize,
     loss: Tensor,
-    norm: Option<Tensor>,
+    norm: Tensor,
     preds: Tensor,
     gold: Vec<i64>,
     /// fp16 steps with a non-finite gradient are skipped by the loss scaler, not divergence
@@ -379,16 +379,17 @@ impl<'a> Trainer<'a> {
         })??;
         let weighted = &loss * self.tasks[task].loss_weight;
         let params = opt.params();
-        let skip = match &mut self.scaler {
+        let (grads, skipped) = match &mut self.scaler {
             Some(scaler) => {
                 let grads = Tensor::run_backward(&[scaler.scale_loss(&weighted)], &params, false, false);
-                let skip = scaler.unscale(&grads)?;
-                (grads, skip)
+                let skipped = scaler.unscale(&grads)?;
+                (grads, skipped)
             }
             None => (Tensor::run_backward(&[weighted], &params, false, false), false),
         };
-        let (grads, skipped) = skip;
-        let norm = amp::clip_grad_norm(&grads, self.cfg.grad_clip)?;
+        // no defined gradient at all counts as a norm of 0, as the host-side clipping had it
+        let norm = amp::clip_grad_norm(&grads, self.cfg.grad_clip)?
+            .unwrap_or_else(|| Tensor::zeros([], (tch::Kind::Float, self.model.sentence.device)));
         if !skipped {
             opt.step(&grads, factor);
         }
@@ -462,17 +463,7 @@ impl<'a> Trainer<'a> {
             )?)
         };
         let losses = host(steps.iter().map(|s| s.loss.shallow_clone()).collect())?;
-        let norms = host(
-            steps
-                .iter()
-                .map(|s| {
-                    s.norm
-                        .as_ref()
-                        .map_or_else(|| Tensor::from(0.0f32), Tensor::shallow_clone)
-                })
-                .map(|t| t.to_device(self.model.sentence.device).to_kind(tch::Kind::Float))
-                .collect(),
-        )?;
+        let norms = host(steps.iter().map(|s| s.norm.shallow_clone()).collect())?;
         let preds: Vec<i64> = Tensor::cat(&steps.iter().map(|s| &s.preds).collect::<Vec<_>>(), 0)
             .to_device(tch::Device::Cpu)
             .try_into()?;
