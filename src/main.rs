@@ -6,9 +6,9 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match harness::cli::main() {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if harness::interrupt::is_interrupted(&e) => {
+        Err(e) if harness::util::interrupt::is_interrupted(&e) => {
             eprintln!("stopped: {e:#}");
-            ExitCode::from(harness::interrupt::EXIT_CODE)
+            ExitCode::from(harness::util::interrupt::EXIT_CODE)
         }
         Err(e) => {
             // one line, the whole context chain, no backtrace: the user fixes input, not code

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use harness::adamw::{AdamW, AdamWConfig};
+use harness::train::adamw::{AdamW, AdamWConfig};
 use harness::train::lr_factor;
 use tch::{Kind, Tensor};
 

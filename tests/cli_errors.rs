@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use harness::encoder::Encoder;
-use harness::model_folder::ModelFolder;
+use harness::encoder::ModelFolder;
 use tch::Device;
 
 const TINY_DISTILBERT: &str = r#"{"model_type": "distilbert", "vocab_size": 30522, "dim": 16, "n_layers": 1,

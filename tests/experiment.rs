@@ -7,9 +7,9 @@ use std::path::Path;
 
 use common::*;
 use harness::config::ExperimentConfig;
-use harness::experiment::{self, Outcome, Start};
-use harness::group::Group;
+use harness::model::Group;
 use harness::model::MultiTaskModel;
+use harness::run::experiment::{self, Outcome, Start};
 
 /// libtorch's RNG (head initialisation, dropout) is process-global: in-process runs take turns.
 fn serial() -> std::sync::MutexGuard<'static, ()> {

@@ -10,8 +10,8 @@ use std::process::Output;
 use std::sync::OnceLock;
 
 use common::*;
-use harness::model_folder::ModelFolder;
-use harness::sentence::{SentenceEncoder, SentenceOptions};
+use harness::encoder::ModelFolder;
+use harness::encoder::{SentenceEncoder, SentenceOptions};
 use tch::{Device, Tensor};
 
 const SENTENCES: [&str; 3] = [

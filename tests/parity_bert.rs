@@ -3,8 +3,8 @@
 mod common;
 
 use common::*;
-use harness::sentence::{SentenceEncoder, SentenceOptions};
-use harness::sts::StsPairs;
+use harness::analysis::StsPairs;
+use harness::encoder::{SentenceEncoder, SentenceOptions};
 use tch::{Device, Tensor};
 
 /// 240 STS-B test sentences across every genre, plus one longer than the 256-token limit.
@@ -99,7 +99,7 @@ fn bf16_stays_close_to_float32() {
     let texts: Vec<String> = sentences().into_iter().take(64).collect();
     let f32_model = SentenceEncoder::load("all-MiniLM-L6-v2", &SentenceOptions::default(), Device::Cpu).unwrap();
     let bf16_opts = SentenceOptions {
-        precision: harness::amp::Precision::Bf16,
+        precision: harness::runtime::amp::Precision::Bf16,
         ..Default::default()
     };
     let bf16_model = SentenceEncoder::load("all-MiniLM-L6-v2", &bf16_opts, Device::Cpu).unwrap();

@@ -4,11 +4,11 @@
 mod common;
 
 use common::*;
+use harness::analysis::StsPairs;
 use harness::encoder::Encoder;
-use harness::model_folder::{Architecture, ModelFolder};
-use harness::pooling::{pool, Pooling};
-use harness::sts::StsPairs;
-use harness::tokenizer::TextTokenizer;
+use harness::encoder::TextTokenizer;
+use harness::encoder::{pool, Pooling};
+use harness::encoder::{Architecture, ModelFolder};
 use tch::{Device, Kind, Tensor};
 
 fn check(size: &str) {

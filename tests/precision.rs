@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::*;
-use harness::amp::{self, Precision};
 use harness::config::ExperimentConfig;
 use harness::encoder::Encoder;
-use harness::experiment::{self, Start};
-use harness::model_folder::ModelFolder;
-use harness::tokenizer::TextTokenizer;
+use harness::encoder::ModelFolder;
+use harness::encoder::TextTokenizer;
+use harness::run::experiment::{self, Start};
+use harness::runtime::amp::{self, Precision};
 use tch::{Device, Kind, Reduction, Tensor};
 
 type Op<'a> = Box<dyn Fn() -> Tensor + 'a>;

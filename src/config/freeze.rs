@@ -1,0 +1,71 @@
+//! `freeze:`: the freezing scenario, top-layer unfreezing, and what a frozen-head task contributes.
+
+use serde::{Deserialize, Serialize};
+
+/// The freezing scenario, parsed once when the config is read; written back as the same string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Scenario {
+    /// everything trains
+    #[default]
+    None,
+    /// nothing trains
+    All,
+    /// the encoder is frozen, heads train
+    Backbone,
+    /// one task's head is frozen, everything else trains
+    Head(String),
+}
+
+impl TryFrom<String> for Scenario {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Ok(match s.as_str() {
+            "none" => Scenario::None,
+            "all" => Scenario::All,
+            "backbone" => Scenario::Backbone,
+            _ => match s.strip_prefix("head:") {
+                Some(task) if !task.is_empty() => Scenario::Head(task.to_string()),
+                _ => return Err(format!("scenario `{s}` is not one of none, all, backbone, head:<task>")),
+            },
+        })
+    }
+}
+
+impl From<Scenario> for String {
+    fn from(s: Scenario) -> String {
+        s.to_string()
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scenario::None => f.write_str("none"),
+            Scenario::All => f.write_str("all"),
+            Scenario::Backbone => f.write_str("backbone"),
+            Scenario::Head(t) => write!(f, "head:{t}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FreezeConfig {
+    /// none | all | backbone | head:<task>
+    pub scenario: Scenario,
+    /// train only the top k transformer layers of the encoder (embeddings and lower layers frozen)
+    pub unfreeze_top_layers: Option<usize>,
+    pub frozen_task_loss: FrozenTaskLoss,
+}
+
+/// What a task whose head is frozen contributes to training.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrozenTaskLoss {
+    /// its loss still flows into the shared encoder
+    #[default]
+    Backprop,
+    /// its batches are not trained on
+    Ignore,
+}

@@ -1,0 +1,266 @@
+//! Experiment configuration: the YAML file, `--set` overrides, and validation. One struct per section
+//! (`encoder`, `tasks[]`, `freeze`, `train`), each with its defaults (`impl Default`, also what
+//! docs/configuration.md lists) and its own `validate`; errors name the file and the key path, with line
+//! numbers where serde_yaml gives them and the nearest valid key for an unknown one.
+//!
+//! Imports `util`, `runtime` (the precision type), `encoder` (the pooling type) and `data` (label maps).
+
+mod encoder;
+mod freeze;
+mod overrides;
+mod task;
+mod train;
+
+pub use encoder::EncoderConfig;
+pub use freeze::{FreezeConfig, FrozenTaskLoss, Scenario};
+pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
+pub use train::{Sampling, TrainConfig};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use overrides::{apply_override, explain};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// run name: results go to <output_dir>/<name>/
+    pub name: String,
+    /// the name runs of one configuration share (a sweep sets it; `compare` merges seeds by it); default: name
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_name: Option<String>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// auto | cpu | cuda | cuda:N
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    #[serde(default)]
+    pub encoder: EncoderConfig,
+    pub tasks: Vec<TaskConfig>,
+    #[serde(default)]
+    pub freeze: FreezeConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_device() -> String {
+    "auto".into()
+}
+fn default_output_dir() -> PathBuf {
+    "results".into()
+}
+
+impl ExperimentConfig {
+    /// Reads a config file, applies `key.path=value` overrides, and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = crate::util::fsx::read_text(path)?;
+        let cfg: ExperimentConfig = if overrides.is_empty() {
+            // straight from text, so that errors carry line numbers
+            serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| explain(path, e))?
+        } else {
+            let mut value: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            for o in overrides {
+                apply_override(&mut value, o)?;
+            }
+            serde_path_to_error::deserialize(value).map_err(|e| explain(path, e).context("after --set overrides"))?
+        };
+        cfg.validate().with_context(|| format!("{}", path.display()))?;
+        Ok(cfg)
+    }
+
+    /// The scenario as reported in metrics and summaries.
+    pub fn scenario_label(&self) -> String {
+        match self.freeze.unfreeze_top_layers {
+            Some(k) => format!("unfreeze_top{k}"),
+            None => self.freeze.scenario.to_string(),
+        }
+    }
+
+    /// Every key within its range (the README's config reference lists them); errors name the key path.
+    pub fn validate(&self) -> Result<()> {
+        crate::util::names::check_run_name(&self.name).context("name")?;
+        if let Some(b) = &self.base_name {
+            crate::util::names::check_run_name(b).context("base_name")?;
+        }
+        crate::runtime::device::check_device_syntax(&self.device).context("device")?;
+        if self.output_dir.as_os_str().is_empty() {
+            bail!("output_dir: must not be empty (default: results)");
+        }
+        self.encoder.validate()?;
+        if self.tasks.is_empty() {
+            bail!("tasks: is empty: give at least one task");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            if !seen.insert(&t.name) {
+                bail!("tasks.{i}.name: `{}` is used twice", t.name);
+            }
+            t.validate().with_context(|| format!("tasks.{i}"))?;
+        }
+        if let Scenario::Head(task) = &self.freeze.scenario {
+            if !self.tasks.iter().any(|t| &t.name == task) {
+                let names: Vec<_> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+                bail!(
+                    "freeze.scenario: `head:{task}` names unknown task `{task}` (tasks: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        if self.freeze.unfreeze_top_layers == Some(0) {
+            bail!("freeze.unfreeze_top_layers: must be at least 1 (or null)");
+        }
+        if self.freeze.unfreeze_top_layers.is_some() && self.freeze.scenario == Scenario::All {
+            bail!("freeze.unfreeze_top_layers: cannot be combined with scenario `all`");
+        }
+        self.train.validate()
+    }
+}
+
+/// `x` within `lo..=hi` and a number (NaN never is).
+pub(crate) fn in_range(key: &str, x: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(x >= lo && x <= hi) {
+        bail!("{key}: {x} is out of range (expected {lo} to {hi})");
+    }
+    Ok(())
+}
+
+pub(crate) fn count_range(key: &str, x: usize, lo: usize, hi: usize) -> Result<()> {
+    if x < lo || x > hi {
+        bail!("{key}: {x} is out of range (expected {lo} to {hi})");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = "name: t\ntasks:\n  - name: a\n    train: x.tsv\n    eval: y.tsv\n    num_labels: 2\n";
+
+    fn load(text: &str, sets: &[&str]) -> Result<ExperimentConfig> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.yaml");
+        std::fs::write(&p, text).unwrap();
+        ExperimentConfig::load(&p, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn defaults_fill_in() {
+        let c = load(MIN, &[]).unwrap();
+        assert_eq!(c.train.epochs, 3);
+        assert_eq!(c.tasks[0].head, HeadConfig::default());
+        assert_eq!(c.freeze.scenario, Scenario::None);
+    }
+
+    #[test]
+    fn unknown_key_suggests_the_nearest() {
+        let e = format!("{:#}", load(&format!("{MIN}train:\n  epoch: 2\n"), &[]).unwrap_err());
+        assert!(
+            e.contains("unknown field `epoch`") && e.contains("did you mean `epochs`?"),
+            "{e}"
+        );
+        assert!(e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn overrides_reach_nested_keys_and_lists() {
+        let c = load(
+            MIN,
+            &["train.epochs=1", "tasks.0.limit_train=500", "freeze.scenario=head:a"],
+        )
+        .unwrap();
+        assert_eq!(c.train.epochs, 1);
+        assert_eq!(c.tasks[0].limit_train, Some(500));
+        assert_eq!(c.freeze.scenario, Scenario::Head("a".into()));
+        assert!(load(MIN, &["tasks.3.limit_train=1"]).is_err());
+    }
+
+    #[test]
+    fn every_out_of_range_value_names_its_key() {
+        let cases: &[(&str, &str)] = &[
+            ("name=..", "name"),
+            ("name=a/b", "name"),
+            ("device=gpu", "device"),
+            ("output_dir=''", "output_dir"),
+            ("encoder.model=''", "encoder.model"),
+            ("encoder.max_length=1", "encoder.max_length"),
+            ("encoder.max_length=0", "encoder.max_length"),
+            ("encoder.max_length=-3", "encoder.max_length"),
+            ("encoder.pooling=sum", "encoder.pooling"),
+            ("tasks.0.name=''", "tasks.0"),
+            ("tasks.0.num_labels=1", "num_labels"),
+            ("tasks.0.num_labels=0", "num_labels"),
+            ("tasks.0.loss_weight=-1", "loss_weight"),
+            ("tasks.0.loss_weight=.nan", "loss_weight"),
+            ("tasks.0.limit_train=0", "limit_train"),
+            ("tasks.0.limit_eval=0", "limit_eval"),
+            ("tasks.0.labels=[a]", "labels"),
+            ("tasks.0.labels=[a, a]", "labels"),
+            ("tasks.0.head={type: linear, hidden: 5}", "tasks[0].head"),
+            ("tasks.0.head={type: mlp, hidden: 0}", "head.hidden"),
+            ("tasks.0.head={type: mlp, dropout: 1.0}", "head.dropout"),
+            ("tasks.0.head={type: mlp, dropot: 0.1}", "did you mean `dropout`"),
+            ("tasks.0.head={type: conv}", "tasks[0].head"),
+            ("freeze.scenario=head:zzz", "unknown task `zzz`"),
+            ("freeze.scenario=frozen", "freeze.scenario"),
+            ("freeze.unfreeze_top_layers=0", "freeze.unfreeze_top_layers"),
+            ("train.epochs=0", "train.epochs"),
+            ("train.epochs=abc", "train.epochs"),
+            ("train.epochs=-1", "train.epochs"),
+            ("train.batch_size=0", "train.batch_size"),
+            ("train.eval_batch_size=0", "train.eval_batch_size"),
+            ("train.lr_encoder=-1e-5", "train.lr_encoder"),
+            ("train.lr_heads=.nan", "train.lr_heads"),
+            ("train.lr_heads=.inf", "train.lr_heads"),
+            ("train.weight_decay=-0.1", "train.weight_decay"),
+            ("train.warmup_ratio=1.5", "train.warmup_ratio"),
+            ("train.grad_clip=-1", "train.grad_clip"),
+            ("train.temperature=.nan", "train.temperature"),
+            ("train.temperature=0", "train.temperature"),
+            ("train.eval_every_steps=0", "train.eval_every_steps"),
+            ("train.checkpoint_every_steps=0", "train.checkpoint_every_steps"),
+            ("train.log_every_steps=0", "train.log_every_steps"),
+            ("train.precision=fp64", "train.precision"),
+            ("train.tf32=maybe", "train.tf32"),
+            ("train.sampling=random", "train.sampling"),
+            ("train.cache_features=maybe", "train.cache_features"),
+            ("seed=-1", "seed"),
+            ("tasks=[]", "tasks"),
+        ];
+        for (set, key) in cases {
+            let e = format!("{:#}", load(MIN, &[set]).expect_err(set));
+            assert!(e.contains(key), "--set {set}: `{key}` not in: {e}");
+        }
+        assert!(load(
+            MIN,
+            &["train.lr_heads=0", "train.warmup_ratio=1", "encoder.max_length=3"]
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn a_type_error_in_the_file_names_key_path_and_line() {
+        let e = format!(
+            "{:#}",
+            load(&format!("{MIN}train:\n  epochs: many\n"), &[]).unwrap_err()
+        );
+        assert!(e.contains("train.epochs") && e.contains("line 8"), "{e}");
+    }
+
+    #[test]
+    fn scenario_naming_unknown_task_fails() {
+        let e = format!(
+            "{:#}",
+            load(&format!("{MIN}freeze:\n  scenario: head:b\n"), &[]).unwrap_err()
+        );
+        assert!(e.contains("unknown task `b`"), "{e}");
+    }
+}

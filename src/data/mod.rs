@@ -1,0 +1,6 @@
+//! Reading data files: TSV/CSV tables with a header, plain text files, labelled task data. Every error names
+//! the file and, where it applies, the line. Imports `util` only.
+
+pub(crate) mod table;
+
+pub(crate) use table::*;

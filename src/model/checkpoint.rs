@@ -1,0 +1,71 @@
+//! Checkpoints: the trainable encoder tensors and every head, as safetensors beside the resolved config.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use tch::Tensor;
+
+use crate::model::freeze::FreezePlan;
+use crate::model::group::ParamGroup;
+use crate::model::MultiTaskModel;
+
+pub(crate) const FILE: &str = "checkpoint.safetensors";
+
+/// The tensors a checkpoint holds: every trainable group and every head. Frozen encoder groups are left
+/// out (they equal the model folder's weights); heads are always kept, frozen ones too, since a frozen
+/// head keeps its seeded random initialisation. Shared with the training checkpoints of `resume`.
+pub(crate) fn tensors(groups: &[ParamGroup], plan: &FreezePlan) -> Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    for g in groups {
+        if g.group.is_head() || plan.trains(&g.group)? {
+            out.extend(g.vars.iter().map(|(n, t)| (n.clone(), t.detach())));
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `tensors(groups, plan)` as safetensors, on the CPU.
+pub(crate) fn save(groups: &[ParamGroup], plan: &FreezePlan, path: &Path) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors(groups, plan)?
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(tch::Device::Cpu)))
+        .collect();
+    Tensor::write_safetensors(&cpu, path).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Overwrites the model's tensors with those in the checkpoint.
+pub(crate) fn load(model: &MultiTaskModel, path: &Path) -> Result<()> {
+    let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: cannot read checkpoint", path.display()))?
+        .into_iter()
+        .collect();
+    let mut found = 0;
+    tch::no_grad(|| -> Result<()> {
+        for g in model.groups() {
+            for (name, mut var) in g.vars {
+                if let Some(t) = saved.get(&name) {
+                    if t.size() != var.size() {
+                        bail!(
+                            "{}: `{name}` has shape {:?}, the model expects {:?}",
+                            path.display(),
+                            t.size(),
+                            var.size()
+                        );
+                    }
+                    var.copy_(t);
+                    found += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if found != saved.len() {
+        bail!(
+            "{}: {} of its tensors do not belong to the model built from config.yaml",
+            path.display(),
+            saved.len() - found
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The multi-task model: the shared sentence encoder, one head per task, parameter groups, freezing plans,
+//! the final weights on disk, and metrics of a task's predictions. Imports `util`, `runtime`, `encoder`,
+//! `data`, `config` and `record`.
+
+pub(crate) mod checkpoint;
+pub(crate) mod freeze;
+pub(crate) mod group;
+pub(crate) mod heads;
+pub(crate) mod metrics;
+pub(crate) mod multitask;
+pub(crate) mod report;
+pub(crate) mod task;
+
+pub use group::Group;
+pub use multitask::MultiTaskModel;

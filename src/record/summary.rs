@@ -1,0 +1,129 @@
+//! `summary.json`: what a finished run was and what it reached, one serde definition read by `compare`,
+//! `predict` and the scripts, written once when the run completes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::runtime::amp::Precision;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub params: i64,
+    pub trainable: bool,
+    /// not in the checkpoint (BERT's pooler saved with add_pooling_layer=False); written only when true
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
+}
+
+fn format_one() -> u32 {
+    1
+}
+
+/// serde_json writes a non-finite float as null; read it back as NaN.
+fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinalMetrics {
+    #[serde(deserialize_with = "nan_if_null")]
+    pub accuracy: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub macro_f1: f64,
+    #[serde(deserialize_with = "nan_if_null")]
+    pub loss: f64,
+    /// a task kind's other metrics, as metrics.csv's extra columns name them (format 2; absent when none)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub other: BTreeMap<String, f64>,
+}
+
+impl FinalMetrics {
+    pub fn is_finite(&self) -> bool {
+        self.accuracy.is_finite() && self.macro_f1.is_finite() && self.loss.is_finite()
+    }
+}
+
+/// Where and with what a run ran, so a result can be traced.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Provenance {
+    /// the resolved model folder
+    pub model_path: String,
+    pub precision: String,
+    pub threads: i64,
+    /// CPU model or GPU name
+    pub device_name: String,
+    pub tch_version: String,
+    pub libtorch_version: String,
+    /// the harness checkout's commit, when known
+    pub git_commit: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    /// the records' format version (`record::FORMAT`); summaries written before versions existed read as 1
+    #[serde(default = "format_one")]
+    pub format: u32,
+    pub run: String,
+    /// the config's name before a sweep added seed or grid suffixes: `compare` merges runs by it
+    #[serde(default)]
+    pub base_name: String,
+    pub scenario: String,
+    pub device: String,
+    pub seed: u64,
+    pub model: String,
+    pub params_total: i64,
+    pub params_trainable: i64,
+    pub groups: BTreeMap<String, GroupInfo>,
+    pub frozen_unchanged: bool,
+    pub frozen_tensors_checked: usize,
+    #[serde(rename = "final")]
+    pub final_metrics: BTreeMap<String, FinalMetrics>,
+    pub train_examples: BTreeMap<String, usize>,
+    pub eval_examples: BTreeMap<String, usize>,
+    pub epochs: usize,
+    pub steps: usize,
+    pub examples_seen: usize,
+    pub features_cached: bool,
+    pub wall_s: f64,
+    pub train_s: f64,
+    pub train_examples_per_s: f64,
+    pub complete: bool,
+    /// what the config asked for and what the run trained in (older summaries: fp32)
+    #[serde(default)]
+    pub precision: PrecisionRecord,
+    #[serde(default)]
+    pub provenance: Provenance,
+}
+
+/// A run's precision: requested (`auto` included), used, and why.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PrecisionRecord {
+    pub requested: Precision,
+    pub used: Precision,
+    #[serde(default)]
+    pub why: String,
+    /// TF32 float32 matmuls allowed (CUDA only)
+    #[serde(default)]
+    pub tf32: bool,
+}
+
+impl Summary {
+    pub fn read(path: &Path) -> Result<Summary> {
+        let text = crate::util::fsx::read_text(path)?;
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).with_context(|| format!("{}: invalid summary", path.display()))
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        crate::util::fsx::write_atomic(path, serde_json::to_string_pretty(self)?.as_bytes())
+    }
+
+    /// Every final metric is a number (a diverged run's are not).
+    pub fn is_finite(&self) -> bool {
+        self.final_metrics.values().all(FinalMetrics::is_finite)
+    }
+}

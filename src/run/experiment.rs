@@ -1,0 +1,379 @@
+//! One experiment end to end: config → datasets → model → freezing → trainer → metrics and summary.
+//!
+//! A run holds its lock for its whole life, works in `<output_dir>/<name>.partial/` and becomes
+//! `<name>/` only once complete (see `run_dir`), so a bad config, bad data, a divergence, an interruption
+//! or a second run of the same name never damages an earlier result. An interrupted run checkpoints and
+//! continues exactly with `Start::Resume`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+
+use crate::config::ExperimentConfig;
+use crate::data::LabelledData;
+use crate::model::checkpoint;
+use crate::model::freeze::{FreezePlan, Snapshot};
+use crate::model::report::{group_infos, groups_table};
+use crate::model::task::TaskKind;
+use crate::model::MultiTaskModel;
+use crate::record::{
+    read_metrics, FinalMetrics, MetricsWriter, PrecisionRecord, Provenance, Split, Summary, CONFIG_FILE, METRICS_FILE,
+    SUMMARY_FILE,
+};
+use crate::run::run_dir::{RunDir, RunLock};
+use crate::runtime::amp;
+use crate::runtime::device::{describe, device_name, parse_device};
+use crate::train::resume::{self, Saved};
+use crate::train::{Checkpoints, FitStats, Setup, TaskData, Trainer};
+use crate::util::interrupt;
+
+/// What to do with an interrupted run's `.partial` found at the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// start a new run; refuse if a resumable `.partial` would be lost
+    Fresh,
+    /// continue from the last checkpoint (or start afresh when there is none)
+    Resume,
+    /// discard any `.partial` and start over
+    Restart,
+}
+
+/// Reads every task's files (before anything is written, so bad data fails early).
+fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<(LabelledData, LabelledData)>> {
+    cfg.tasks
+        .iter()
+        .map(|t| {
+            let labels = t.label_map()?;
+            let train = LabelledData::read(&t.train, &t.text_column, &t.label_column, &labels, t.limit_train)
+                .with_context(|| format!("task `{}` train", t.name))?;
+            let eval = LabelledData::read(&t.eval, &t.text_column, &t.label_column, &labels, t.limit_eval)
+                .with_context(|| format!("task `{}` eval", t.name))?;
+            Ok((train, eval))
+        })
+        .collect()
+}
+
+/// Model and freezing as the config says; shared by `run`, `inspect` and `predict`.
+pub fn build(cfg: &ExperimentConfig) -> Result<(MultiTaskModel, FreezePlan)> {
+    tch::manual_seed(cfg.seed as i64);
+    let model = MultiTaskModel::build(cfg, parse_device(&cfg.device)?)?;
+    let groups = model.groups();
+    let plan = FreezePlan::new(cfg, &groups, model.sentence.encoder.num_layers as usize)?;
+    plan.apply(&groups)?;
+    Ok((model, plan))
+}
+
+/// A finished run: what it wrote, and the trained model itself.
+pub struct Outcome {
+    pub summary: Summary,
+    pub model: MultiTaskModel,
+    pub plan: FreezePlan,
+    pub dir: PathBuf,
+}
+
+/// Decides what happens to an earlier `.partial`, and returns the checkpoint to continue from, if any.
+fn prepare(lock: &RunLock, cfg: &ExperimentConfig, start: Start) -> Result<Option<Saved>> {
+    let (name, partial) = (cfg.name.as_str(), lock.dir().partial());
+    let saved = if partial.is_dir() && start != Start::Restart {
+        resume::load(&partial)?
+    } else {
+        None
+    };
+    match (start, saved) {
+        (Start::Fresh, Some(s)) => bail!(
+            "{} holds run `{name}` interrupted at step {}: pass --resume to continue it or --restart to discard it",
+            partial.display(),
+            s.progress.step
+        ),
+        (Start::Resume, Some(s)) => {
+            let before = ExperimentConfig::load(&partial.join(CONFIG_FILE), &[])?;
+            resume::check_same_config(&before, cfg)?;
+            lock.clear_failed()?;
+            crate::say!("resuming {name} from step {}", s.progress.step);
+            Ok(Some(s))
+        }
+        (start, _) => {
+            if partial.is_dir() && start != Start::Restart {
+                let why = if start == Start::Resume {
+                    "it has no checkpoint, so"
+                } else {
+                    "without a checkpoint it"
+                };
+                crate::say!(
+                    "note: {} is left from an unfinished run; {why} starts afresh",
+                    partial.display()
+                );
+            }
+            lock.fresh_partial()?;
+            Ok(None)
+        }
+    }
+}
+
+/// Runs an experiment (see `Start`). On failure the `.partial` stays, marked failed; on interruption it
+/// stays with a checkpoint, and the error is `interrupt::Interrupted`.
+pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
+    let wall = Instant::now();
+    let rd = RunDir::new(&cfg.output_dir, &cfg.name)?;
+    // everything that can be checked without writing is checked before the lock: data, model, freezing
+    let data = read_tasks(cfg)?;
+    let (model, plan) = build(cfg)?;
+    let device = model.sentence.device;
+    let hw = amp::Hardware::probe(device);
+    let fresh = amp::choose(cfg.train.precision, device, &hw)?;
+    let lock = rd.lock()?;
+    let saved = prepare(&lock, cfg, start)?;
+    let precision = precision(cfg, device, &hw, fresh, saved.as_ref())?;
+    let partial = rd.partial();
+    train_and_commit(cfg, &lock, (model, plan), data, saved, precision, wall).map_err(|e| {
+        if interrupt::is_interrupted(&e) {
+            crate::say!(
+                "run {} interrupted; `harness run CONFIG --resume` (or the same sweep) continues it",
+                cfg.name
+            );
+            e
+        } else {
+            let _ = lock.mark_failed(&format!("{e:#}"));
+            e.context(format!(
+                "run `{}` failed (what it wrote is kept in {})",
+                cfg.name,
+                partial.display()
+            ))
+        }
+    })
+}
+
+/// The precision this run trains in: a resumed run keeps the one it started with (`auto` is not resolved again
+/// on another machine); a fresh one uses `fresh`, the config's resolved. Sets the TF32 switch on CUDA.
+fn precision(
+    cfg: &ExperimentConfig,
+    device: tch::Device,
+    hw: &amp::Hardware,
+    fresh: amp::Choice,
+    saved: Option<&Saved>,
+) -> Result<PrecisionRecord> {
+    let requested = cfg.train.precision;
+    let choice = match saved {
+        Some(s) => amp::Choice {
+            used: s.progress.precision,
+            why: format!("kept from the run's start ({})", s.progress.precision),
+        },
+        None => fresh,
+    };
+    // a resumed fp16 run on a CPU would fail later, inside autocast: say why now
+    amp::choose(choice.used, device, hw)?;
+    let tf32 = cfg.train.tf32 && device.is_cuda();
+    if device.is_cuda() {
+        amp::set_tf32(tf32)?;
+    } else if cfg.train.tf32 {
+        crate::say!("note: train.tf32 applies to CUDA only; this run is on the CPU");
+    }
+    crate::say!("precision: {} ({})", choice.used, choice.why);
+    Ok(PrecisionRecord {
+        requested,
+        used: choice.used,
+        why: choice.why,
+        tf32,
+    })
+}
+
+fn train_and_commit(
+    cfg: &ExperimentConfig,
+    lock: &RunLock,
+    (model, plan): (MultiTaskModel, FreezePlan),
+    data: Vec<(LabelledData, LabelledData)>,
+    saved: Option<Saved>,
+    precision: PrecisionRecord,
+    wall: Instant,
+) -> Result<Outcome> {
+    let work = lock.dir().partial();
+    let groups = model.groups();
+    let scenario = cfg.scenario_label();
+    crate::say!(
+        "run {} ({scenario}) on {}\n{}",
+        cfg.name,
+        describe(model.sentence.device),
+        groups_table(&groups, &plan)?
+    );
+    let tasks = tokenize(cfg, &model, data)?;
+    let metrics_path = work.join(METRICS_FILE);
+    let mut writer = match &saved {
+        Some(s) => {
+            checkpoint::load(&model, &s.model_file)?;
+            MetricsWriter::truncate_to(&metrics_path, s.progress.rows, &extra_columns(&tasks))?
+        }
+        None => {
+            std::fs::write(work.join(CONFIG_FILE), serde_yaml::to_string(cfg)?)?;
+            MetricsWriter::create(&metrics_path, &extra_columns(&tasks))?
+        }
+    };
+    let frozen = Snapshot::take(plan.select(&groups, false)?);
+    let mut trainer = Trainer::new(Setup {
+        model: &model,
+        plan: &plan,
+        tasks: &tasks,
+        cfg: &cfg.train,
+        run: &cfg.name,
+        scenario: &scenario,
+        seed: cfg.seed,
+    })
+    .with_precision(precision.used);
+    if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
+        trainer.cache_features()?;
+    }
+    let ckpts = Checkpoints {
+        dir: work.clone(),
+        every_steps: cfg.train.checkpoint_every_steps,
+    };
+    let stats = trainer.fit(&mut writer, &ckpts, saved)?;
+    drop(writer);
+
+    let changed = frozen.changed(&groups);
+    let trained = Trained {
+        stats,
+        frozen_checked: frozen.len(),
+        changed: changed.clone(),
+        precision,
+        wall_s: wall.elapsed().as_secs_f64(),
+    };
+    let summary = summarize(cfg, &model, &plan, &tasks, &work.join(METRICS_FILE), trained)?;
+    checkpoint::save(&groups, &plan, &work.join(checkpoint::FILE))?;
+    summary.write(&work.join(SUMMARY_FILE))?;
+    if !changed.is_empty() {
+        bail!(
+            "{} frozen tensors changed during training, e.g. `{}`",
+            changed.len(),
+            changed[0]
+        );
+    }
+    resume::discard(&work)?;
+    let dir = lock.commit()?;
+    Ok(Outcome {
+        summary,
+        model,
+        plan,
+        dir,
+    })
+}
+
+fn tokenize(
+    cfg: &ExperimentConfig,
+    model: &MultiTaskModel,
+    data: Vec<(LabelledData, LabelledData)>,
+) -> Result<Vec<TaskData>> {
+    let tok = &model.sentence.tokenizer;
+    cfg.tasks
+        .iter()
+        .zip(data)
+        .map(|(t, (train, eval))| {
+            Ok(TaskData {
+                name: t.name.clone(),
+                kind: TaskKind::Classification {
+                    num_labels: t.num_labels()?,
+                },
+                loss_weight: t.loss_weight,
+                train_ids: tok.encode_all(&train.texts),
+                train_labels: train.labels,
+                eval_ids: tok.encode_all(&eval.texts),
+                eval_labels: eval.labels,
+            })
+        })
+        .collect()
+}
+
+/// The metrics.csv columns the tasks' kinds add beyond the base ones (none for classification).
+fn extra_columns(tasks: &[TaskData]) -> Vec<String> {
+    let mut cols: Vec<String> = Vec::new();
+    for c in tasks.iter().flat_map(|t| t.kind.extra_columns()) {
+        if !cols.iter().any(|x| x == c) {
+            cols.push(c.to_string());
+        }
+    }
+    cols
+}
+
+/// What training left for the summary besides the model.
+struct Trained {
+    stats: FitStats,
+    frozen_checked: usize,
+    /// frozen tensors that moved (none in a sound run)
+    changed: Vec<String>,
+    precision: PrecisionRecord,
+    /// this process's wall time
+    wall_s: f64,
+}
+
+/// The last eval row of each task is its final result, as metrics.csv (re-read: one source) says.
+fn final_metrics(metrics: &Path) -> Result<BTreeMap<String, FinalMetrics>> {
+    Ok(read_metrics(metrics)?
+        .into_iter()
+        .filter(|r| r.split == Split::Eval)
+        .map(|r| {
+            let m = FinalMetrics {
+                accuracy: r.accuracy,
+                macro_f1: r.macro_f1,
+                loss: r.loss,
+                other: r.extra,
+            };
+            (r.task, m)
+        })
+        .collect())
+}
+
+fn summarize(
+    cfg: &ExperimentConfig,
+    model: &MultiTaskModel,
+    plan: &FreezePlan,
+    tasks: &[TaskData],
+    metrics: &Path,
+    t: Trained,
+) -> Result<Summary> {
+    let infos = group_infos(&model.groups(), plan)?;
+    let s = t.stats;
+    Ok(Summary {
+        format: crate::record::FORMAT,
+        run: cfg.name.clone(),
+        base_name: cfg.base_name.clone().unwrap_or_else(|| cfg.name.clone()),
+        scenario: cfg.scenario_label(),
+        device: describe(model.sentence.device),
+        seed: cfg.seed,
+        model: cfg.encoder.model.clone(),
+        params_total: infos.values().map(|g| g.params).sum(),
+        params_trainable: infos.values().filter(|g| g.trainable).map(|g| g.params).sum(),
+        groups: infos,
+        frozen_unchanged: t.changed.is_empty(),
+        frozen_tensors_checked: t.frozen_checked,
+        final_metrics: final_metrics(metrics)?,
+        train_examples: tasks.iter().map(|t| (t.name.clone(), t.train_ids.len())).collect(),
+        eval_examples: tasks.iter().map(|t| (t.name.clone(), t.eval_ids.len())).collect(),
+        epochs: cfg.train.epochs,
+        steps: s.steps,
+        examples_seen: s.examples_seen,
+        features_cached: s.features_cached,
+        // a resumed run's wall time includes the time before the interruption
+        wall_s: s.resumed_after_s + t.wall_s,
+        train_s: s.train_s,
+        train_examples_per_s: if s.train_s > 0.0 {
+            s.examples_seen as f64 / s.train_s
+        } else {
+            0.0
+        },
+        complete: t.changed.is_empty(),
+        provenance: provenance(model, &t.precision),
+        precision: t.precision,
+    })
+}
+
+fn provenance(model: &MultiTaskModel, precision: &PrecisionRecord) -> Provenance {
+    Provenance {
+        model_path: model.sentence.folder.dir.display().to_string(),
+        precision: precision.used.to_string(),
+        threads: tch::get_num_threads() as i64,
+        device_name: device_name(model.sentence.device),
+        tch_version: crate::util::versions::TCH.into(),
+        libtorch_version: crate::util::versions::libtorch().into(),
+        git_commit: crate::util::versions::git_commit().map(str::to_string),
+    }
+}

@@ -1,0 +1,23 @@
+//! Training: the loop (`trainer`: epochs and the cursor; `plan`: an epoch's steps; `step`: one optimisation
+//! step; `inflight`: step outputs awaiting a logging point; `eval`: evaluation points; `hook`: what else is measured at them; `data`: a task's tokenised data), the
+//! harness's AdamW, the schedule and seeds, batch sampling, and training checkpoints for exact resume.
+//!
+//! Invariants: nothing in a training step reads the device from the host (fp16's skip decision aside);
+//! a resumed run is the uninterrupted run, bit for bit. Imports the layers below it (`model` and down), never
+//! `run`.
+
+pub mod adamw;
+pub(crate) mod data;
+pub(crate) mod eval;
+pub(crate) mod hook;
+mod inflight;
+pub(crate) mod plan;
+pub(crate) mod resume;
+pub(crate) mod sampling;
+pub(crate) mod schedule;
+mod step;
+pub(crate) mod trainer;
+
+pub(crate) use data::TaskData;
+pub use schedule::lr_factor;
+pub(crate) use trainer::{Checkpoints, FitStats, Setup, Trainer};

@@ -1,0 +1,231 @@
+//! Training checkpoints inside a run's `.partial/`, written so that a crash at any instant leaves either
+//! the previous checkpoint or the new one in use, never a half-written one: each checkpoint is a new
+//! folder `checkpoints/step-N/` (tensors, optimizer state, progress), synced, and only then does the
+//! pointer `checkpoint.json` move to it (written to a temporary file, synced, renamed); older folders
+//! are deleted after that.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use crate::config::ExperimentConfig;
+use crate::runtime::amp::Precision;
+use crate::train::adamw::AdamW;
+use crate::util::fsx::{read_text, sync_dir, write_atomic, write_synced};
+
+const POINTER: &str = "checkpoint.json";
+const DIR: &str = "checkpoints";
+const MODEL: &str = "model.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+const PROGRESS: &str = "progress.json";
+
+/// Running sums for one task's training rows of an epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EpochStats {
+    pub loss_sum: f64,
+    pub preds: Vec<i64>,
+    pub gold: Vec<i64>,
+}
+
+/// Where training stands: with the tensors, enough to continue exactly.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Progress {
+    /// the epoch in progress (1-based)
+    pub epoch: usize,
+    /// batches of that epoch's plan done
+    pub pos: usize,
+    /// optimizer steps so far (the scheduler's step)
+    pub step: usize,
+    pub examples_seen: usize,
+    pub train_s: f64,
+    pub elapsed_s: f64,
+    /// running statistics of the epoch in progress, one per task
+    pub stats: Vec<EpochStats>,
+    /// metrics.csv rows written at this point
+    pub rows: usize,
+    /// the evaluation or epoch end due after the last step is still to do
+    pub pending: bool,
+    /// each optimizer parameter's step count
+    pub adam_steps: BTreeMap<String, i64>,
+    /// the precision the run trains in (what `auto` resolved to when it started; older checkpoints: fp32)
+    #[serde(default)]
+    pub precision: Precision,
+    /// fp16's loss scale and growth tracker
+    #[serde(default)]
+    pub loss_scale: Option<(f64, i64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Pointer {
+    dir: String,
+}
+
+/// A checkpoint read back.
+pub(crate) struct Saved {
+    pub progress: Progress,
+    /// the model's trained tensors, for `checkpoint::load`
+    pub model_file: PathBuf,
+    pub optimizer: HashMap<String, Tensor>,
+}
+
+pub(crate) fn has_checkpoint(partial: &Path) -> bool {
+    partial.join(POINTER).is_file()
+}
+
+/// Writes a checkpoint of `model` tensors, `opt` and `progress`, then points `checkpoint.json` at it.
+pub(crate) fn save(partial: &Path, model: &[(String, Tensor)], opt: &AdamW, progress: &Progress) -> Result<()> {
+    let name = format!("step-{:08}", progress.step);
+    let root = partial.join(DIR);
+    let tmp = root.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp)?;
+    }
+    fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let cpu: Vec<(String, Tensor)> = model
+        .iter()
+        .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu)))
+        .collect();
+    Tensor::write_safetensors(&cpu, tmp.join(MODEL))?;
+    let (opt_tensors, adam_steps) = opt.state();
+    Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIMIZER))?;
+    let progress = Progress {
+        adam_steps,
+        ..progress.clone()
+    };
+    write_synced(&tmp.join(PROGRESS), serde_json::to_string(&progress)?.as_bytes())?;
+    for f in [MODEL, OPTIMIZER] {
+        File::open(tmp.join(f))?.sync_all()?;
+    }
+    sync_dir(&tmp)?;
+    let dir = root.join(&name);
+    if dir.exists() {
+        fs::remove_dir_all(&dir)?;
+    }
+    fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))?;
+    sync_dir(&root)?;
+    let pointer = Pointer {
+        dir: format!("{DIR}/{name}"),
+    };
+    write_atomic(&partial.join(POINTER), serde_json::to_string(&pointer)?.as_bytes())?;
+    for e in fs::read_dir(&root)?.flatten() {
+        if e.file_name().to_string_lossy() != name {
+            fs::remove_dir_all(e.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The checkpoint `checkpoint.json` points at, or None when there is none.
+pub(crate) fn load(partial: &Path) -> Result<Option<Saved>> {
+    let pointer_path = partial.join(POINTER);
+    if !pointer_path.is_file() {
+        return Ok(None);
+    }
+    let pointer: Pointer = serde_json::from_str(&read_text(&pointer_path)?)
+        .with_context(|| format!("{}: not a checkpoint pointer", pointer_path.display()))?;
+    let dir = partial.join(&pointer.dir);
+    let progress_path = dir.join(PROGRESS);
+    let progress: Progress = serde_json::from_str(&read_text(&progress_path)?)
+        .with_context(|| format!("{}: invalid checkpoint progress", progress_path.display()))?;
+    let optimizer = Tensor::read_safetensors(dir.join(OPTIMIZER))
+        .with_context(|| format!("{}: cannot read optimizer state", dir.display()))?
+        .into_iter()
+        .collect();
+    Ok(Some(Saved {
+        progress,
+        model_file: dir.join(MODEL),
+        optimizer,
+    }))
+}
+
+/// Keys that may differ between a run and its resumption: they do not change the numbers.
+pub(crate) const KEYS_FREE_ON_RESUME: [&str; 2] = ["output_dir", "train.checkpoint_every_steps"];
+
+/// A resumed run must be the run that was checkpointed: the same resolved config, `KEYS_FREE_ON_RESUME`
+/// aside. The first key that differs is named.
+pub(crate) fn check_same_config(saved: &ExperimentConfig, now: &ExperimentConfig) -> Result<()> {
+    let strip = |c: &ExperimentConfig| -> Result<serde_yaml::Value> {
+        let mut v = serde_yaml::to_value(c)?;
+        for key in KEYS_FREE_ON_RESUME {
+            remove_key(&mut v, key);
+        }
+        Ok(v)
+    };
+    if let Some(key) = first_difference(&strip(saved)?, &strip(now)?, "") {
+        bail!(
+            "cannot resume: `{key}` differs from the checkpointed run's config (only {} may change; \
+             use --restart to start over)",
+            KEYS_FREE_ON_RESUME.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Removes `a.b.c` from a YAML tree, if there.
+fn remove_key(v: &mut serde_yaml::Value, key: &str) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            if let Some(child) = v.get_mut(head) {
+                remove_key(child, rest);
+            }
+        }
+        None => {
+            if let Some(m) = v.as_mapping_mut() {
+                m.remove(key);
+            }
+        }
+    }
+}
+
+fn first_difference(a: &serde_yaml::Value, b: &serde_yaml::Value, path: &str) -> Option<String> {
+    use serde_yaml::Value;
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (a, b) {
+        (Value::Mapping(x), Value::Mapping(y)) => {
+            let keys: std::collections::BTreeSet<String> = x
+                .keys()
+                .chain(y.keys())
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect();
+            keys.iter().find_map(|k| match (x.get(k.as_str()), y.get(k.as_str())) {
+                (Some(p), Some(q)) => first_difference(p, q, &join(k)),
+                _ => Some(join(k)),
+            })
+        }
+        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (p, q))| first_difference(p, q, &join(&i.to_string()))),
+        _ if a == b => None,
+        _ => Some(if path.is_empty() {
+            "(config)".into()
+        } else {
+            path.to_string()
+        }),
+    }
+}
+
+/// Removes the training checkpoints from a finished run's folder (its final weights are kept apart).
+pub(crate) fn discard(partial: &Path) -> Result<()> {
+    // the pointer first: a crash in between leaves no pointer to a missing folder
+    let pointer = partial.join(POINTER);
+    if pointer.exists() {
+        fs::remove_file(&pointer)?;
+    }
+    let dir = partial.join(DIR);
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! One optimisation step: the forward pass and loss of every part of the step (under autocast at the run's
+//! precision), one backward pass over their weighted sum, clipping, the AdamW update (skipped when fp16's loss
+//! scaler found an overflow), and the outputs left on the device for the next logging point.
+//!
+//! Dropout's generator is reseeded from (seed, step) first, so a resumed run draws the same masks.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use tch::{Reduction, Tensor};
+
+use crate::record::Split;
+use crate::runtime::amp;
+use crate::train::adamw::AdamW;
+use crate::train::inflight::{InFlight, PartOut};
+use crate::train::plan::EpochPlan;
+use crate::train::schedule::mix;
+use crate::train::trainer::Trainer;
+
+impl Trainer<'_> {
+    /// Step `pos` of the epoch's `plan` at learning-rate multiplier `factor`. Only fp16's skip decision reads
+    /// the host.
+    pub(crate) fn step(
+        &mut self,
+        opt: &mut AdamW,
+        epoch: usize,
+        plan: &EpochPlan,
+        pos: usize,
+        factor: f64,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        tch::manual_seed(mix(self.seed, (1 << 40) + self.step as u64) as i64);
+        let (mut parts, mut total) = (Vec::new(), None::<Tensor>);
+        for (k, part) in plan.steps[pos].parts.iter().enumerate() {
+            let (out, loss) = self.part_loss(plan, pos, k)?;
+            let weighted = &loss * self.tasks[part.task].loss_weight;
+            total = Some(match total {
+                None => weighted,
+                Some(t) => t + weighted,
+            });
+            parts.push(out);
+        }
+        let total = total.expect("a planned step has at least one part");
+        let norm = self.backward_and_update(opt, &total, factor)?;
+        if let Some(scaler) = &mut self.scaler {
+            scaler.update();
+            if scaler.collapsed() {
+                let task = &self.tasks[parts[0].task].name;
+                bail!("training diverged at step {} (epoch {epoch}, task `{task}`): the fp16 loss scale fell to {}, so even unscaled gradients overflow; lower train.lr_encoder / train.lr_heads or use bf16", self.step + 1, scaler.scale());
+            }
+        }
+        let examples = plan.steps[pos].examples();
+        self.pending.push(InFlight {
+            step: self.step,
+            epoch,
+            parts,
+            norm,
+            guarded: self.scaler.is_none(),
+        });
+        self.step += 1;
+        self.examples_seen += examples;
+        self.train_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// Part `k` of step `pos`: its outputs for the in-flight record, and its unweighted mean loss.
+    fn part_loss(&self, plan: &EpochPlan, pos: usize, k: usize) -> Result<(PartOut, Tensor)> {
+        let part = &plan.steps[pos].parts[k];
+        let (task, index) = (part.task, plan.index(pos, k));
+        let head = self.model.head(task);
+        let head_trains = self.plan.head_trains(&head.task)?;
+        let kind = self.tasks[task].kind;
+        let (logits, loss) = amp::autocast(self.model.sentence.device, self.precision, || -> Result<_> {
+            let features = self.features(task, Split::Train, &part.idx, Some(&index), true)?;
+            let logits = head.forward_t(&features, head_trains);
+            let labels = self.train_labels[task].index_select(0, &index);
+            let loss = kind.loss(&logits, &labels, Reduction::Mean);
+            Ok((logits, loss))
+        })??;
+        let out = PartOut {
+            task,
+            loss: loss.detach(),
+            preds: kind.predict(&logits),
+            gold: part.idx.iter().map(|&i| self.tasks[task].train_labels[i]).collect(),
+        };
+        Ok((out, loss))
+    }
+
+    /// Backward over `loss`, clipping, and the update unless the loss scaler skips it; returns the gradient
+    /// norm, on the device.
+    fn backward_and_update(&mut self, opt: &mut AdamW, loss: &Tensor, factor: f64) -> Result<Tensor> {
+        let params = opt.params();
+        let (grads, skipped) = match &mut self.scaler {
+            Some(scaler) => {
+                let grads = Tensor::run_backward(&[scaler.scale_loss(loss)], &params, false, false);
+                let skipped = scaler.unscale(&grads)?;
+                (grads, skipped)
+            }
+            None => (Tensor::run_backward(&[loss], &params, false, false), false),
+        };
+        // no defined gradient at all counts as a norm of 0, as the host-side clipping had it
+        let norm = amp::clip_grad_norm(&grads, self.cfg.grad_clip)?
+            .unwrap_or_else(|| Tensor::zeros([], (tch::Kind::Float, self.model.sentence.device)));
+        if !skipped {
+            opt.step(&grads, factor);
+        }
+        Ok(norm)
+    }
+}

@@ -1,0 +1,507 @@
+//! The training loop: evaluation before training, then epochs of planned steps (see `plan`, `step`), an
+//! evaluation at each evaluation point (see `eval`), and checkpoints from which an interrupted run continues
+//! exactly. The harness's AdamW runs with warmup and linear decay and global gradient clipping.
+//!
+//! Exactness on resume rests on three things: each epoch's plan comes from an RNG seeded by (seed, epoch),
+//! dropout's torch generator is reseeded from (seed, step) before every step, and the checkpoint holds
+//! everything else that moves (trained tensors, optimizer state, the cursor, statistics).
+//!
+//! Nothing in a training step reads the device from the host: train labels are uploaded once, an epoch's
+//! batch indices once per epoch, and each step's outputs wait in `inflight::Pending` until a logging point.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use tch::Tensor;
+
+use crate::config::TrainConfig;
+use crate::model::checkpoint;
+use crate::model::freeze::FreezePlan;
+use crate::model::task::TaskMetrics;
+use crate::model::MultiTaskModel;
+use crate::record::{MetricRow, MetricsWriter, Split};
+use crate::runtime::amp::{self, GradScaler, Precision};
+use crate::runtime::device::upload;
+use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::data::TaskData;
+use crate::train::hook::EvalHook;
+use crate::train::inflight::Pending;
+use crate::train::plan::EpochPlan;
+use crate::train::resume::{self, EpochStats, Progress, Saved};
+use crate::train::schedule::lr_factor;
+use crate::util::interrupt;
+use crate::util::progress::progress_bar;
+
+/// Pooled sentence vectors computed once, for when no encoder weight trains.
+struct CachedFeatures {
+    train: Tensor,
+    eval: Tensor,
+}
+
+/// What `Trainer::fit` did, for the run summary.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FitStats {
+    pub steps: usize,
+    pub examples_seen: usize,
+    /// seconds spent in training steps (and in encoding the train set for cached features)
+    pub train_s: f64,
+    pub features_cached: bool,
+    /// seconds the run had taken before this process resumed it (0 for a run that was not resumed)
+    pub resumed_after_s: f64,
+}
+
+/// Where checkpoints go and how often (every N steps; each epoch end always).
+pub(crate) struct Checkpoints {
+    pub dir: PathBuf,
+    pub every_steps: Option<usize>,
+}
+
+/// Who trains what, with which settings: everything a `Trainer` borrows.
+pub(crate) struct Setup<'a> {
+    pub model: &'a MultiTaskModel,
+    pub plan: &'a FreezePlan,
+    pub tasks: &'a [TaskData],
+    pub cfg: &'a TrainConfig,
+    pub run: &'a str,
+    pub scenario: &'a str,
+    pub seed: u64,
+}
+
+/// Where training stands: the epoch, the position in its plan, whether the step before it still awaits what
+/// follows a step (evaluation, checkpoint), and the epoch's statistics so far.
+struct Cursor {
+    epoch: usize,
+    pos: usize,
+    pending: bool,
+    stats: Vec<EpochStats>,
+    /// the step of the last checkpoint written (with nothing pending), so an interruption right after one
+    /// does not write it again
+    saved_at: Option<usize>,
+}
+
+pub(crate) struct Trainer<'a> {
+    pub(crate) model: &'a MultiTaskModel,
+    pub(crate) plan: &'a FreezePlan,
+    pub(crate) tasks: &'a [TaskData],
+    pub(crate) cfg: &'a TrainConfig,
+    pub(crate) run: String,
+    pub(crate) scenario: String,
+    pub(crate) seed: u64,
+    cache: Option<Vec<CachedFeatures>>,
+    pub(crate) precision: Precision,
+    /// every task's train labels on the device
+    pub(crate) train_labels: Vec<Tensor>,
+    pub(crate) pending: Pending,
+    pub(crate) scaler: Option<GradScaler>,
+    pub(crate) hooks: Vec<Box<dyn EvalHook + 'a>>,
+    pub(crate) step: usize,
+    pub(crate) examples_seen: usize,
+    pub(crate) train_s: f64,
+    /// elapsed seconds before this process took over (a resumed run)
+    elapsed_before: f64,
+    start: Instant,
+}
+
+impl<'a> Trainer<'a> {
+    pub(crate) fn new(s: Setup<'a>) -> Self {
+        let device = s.model.sentence.device;
+        Trainer {
+            model: s.model,
+            plan: s.plan,
+            tasks: s.tasks,
+            cfg: s.cfg,
+            run: s.run.to_string(),
+            scenario: s.scenario.to_string(),
+            seed: s.seed,
+            cache: None,
+            precision: Precision::Fp32,
+            train_labels: s
+                .tasks
+                .iter()
+                .map(|t| Tensor::from_slice(&t.train_labels).to_device(device))
+                .collect(),
+            pending: Pending::default(),
+            scaler: None,
+            hooks: Vec::new(),
+            step: 0,
+            examples_seen: 0,
+            train_s: 0.0,
+            elapsed_before: 0.0,
+            start: Instant::now(),
+        }
+    }
+
+    /// Trains under autocast at `precision` (resolved: not auto); fp16 brings its loss scaler.
+    pub(crate) fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self.scaler = (precision == Precision::Fp16).then(|| GradScaler::new(self.model.sentence.device));
+        self
+    }
+
+    /// Adds something measured at every evaluation point (see `hook::EvalHook`).
+    #[allow(dead_code)] // the seam for probes; no hook is built in yet
+    pub(crate) fn with_hook(mut self, hook: Box<dyn EvalHook + 'a>) -> Self {
+        self.hooks.push(hook);
+        self
+    }
+
+    /// With every encoder group frozen the sentence vectors never change: compute them once.
+    /// Train-set encoding counts as training time, so examples/s stays honest.
+    pub(crate) fn cache_features(&mut self) -> Result<()> {
+        let s = &self.model.sentence;
+        let bs = self.cfg.eval_batch_size;
+        let mut cache = Vec::new();
+        for t in self.tasks {
+            let t0 = Instant::now();
+            let train = amp::autocast(s.device, self.precision, || s.encode_ids(&t.train_ids, bs, true))??;
+            self.train_s += t0.elapsed().as_secs_f64();
+            let eval = amp::autocast(s.device, self.precision, || s.encode_ids(&t.eval_ids, bs, true))??;
+            let (train, eval) = (train.to_device(s.device), eval.to_device(s.device));
+            cache.push(CachedFeatures { train, eval });
+        }
+        self.cache = Some(cache);
+        Ok(())
+    }
+
+    /// Sentence vectors for examples `idx` of one split of one task (`index`: the same on the device, when the
+    /// caller has it there already).
+    pub(crate) fn features(
+        &self,
+        task: usize,
+        split: Split,
+        idx: &[usize],
+        index: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
+        let s = &self.model.sentence;
+        if let Some(cache) = &self.cache {
+            let all = match split {
+                Split::Train => &cache[task].train,
+                Split::Eval => &cache[task].eval,
+            };
+            return Ok(match index {
+                Some(index) => all.index_select(0, index),
+                None => all.index_select(0, &upload(index_tensor(idx), s.device)),
+            });
+        }
+        let seqs = match split {
+            Split::Train => &self.tasks[task].train_ids,
+            Split::Eval => &self.tasks[task].eval_ids,
+        };
+        let batch = s.tokenizer.batch_of(seqs, idx, s.device);
+        if train && self.plan.encoder_trains() {
+            s.forward_t(&batch, true)
+        } else {
+            // a frozen encoder runs without dropout and without building a graph
+            tch::no_grad(|| s.forward_t(&batch, false))
+        }
+    }
+
+    pub(crate) fn labels(&self, task: usize, split: Split, idx: &[usize]) -> Tensor {
+        let all = match split {
+            Split::Train => &self.tasks[task].train_labels,
+            Split::Eval => &self.tasks[task].eval_labels,
+        };
+        Tensor::from_slice(&idx.iter().map(|&i| all[i]).collect::<Vec<_>>()).to_device(self.model.sentence.device)
+    }
+
+    pub(crate) fn row(
+        &self,
+        epoch: usize,
+        task: usize,
+        split: Split,
+        loss: f64,
+        preds: &[i64],
+        gold: &[i64],
+    ) -> MetricRow {
+        let t = &self.tasks[task];
+        let TaskMetrics {
+            accuracy,
+            macro_f1,
+            extra,
+        } = t.kind.metrics(preds, gold);
+        MetricRow {
+            run: self.run.clone(),
+            scenario: self.scenario.clone(),
+            epoch,
+            step: self.step,
+            task: t.name.clone(),
+            split,
+            loss,
+            accuracy,
+            macro_f1,
+            examples_seen: self.examples_seen,
+            elapsed_s: self.elapsed(),
+            extra,
+        }
+    }
+
+    pub(crate) fn elapsed(&self) -> f64 {
+        self.elapsed_before + self.start.elapsed().as_secs_f64()
+    }
+
+    /// Tasks whose batches train something: not ignored, and with a trainable head or encoder.
+    fn trained_tasks(&self) -> Result<Vec<bool>> {
+        self.tasks
+            .iter()
+            .map(|t| {
+                Ok(!self.plan.task_ignored(&t.name)
+                    && (self.plan.encoder_trains() || self.plan.head_trains(&t.name)?))
+            })
+            .collect()
+    }
+
+    /// AdamW over the trainable tensors: the encoder's at `lr_encoder`, the heads' at `lr_heads`.
+    fn optimizer(&self) -> Result<AdamW> {
+        let (mut enc, mut heads) = (Vec::new(), Vec::new());
+        for g in self.plan.select(&self.model.groups(), true)? {
+            let vars = g.vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone()));
+            if g.group.is_head() {
+                heads.extend(vars);
+            } else {
+                enc.extend(vars);
+            }
+        }
+        let cfg = AdamWConfig {
+            weight_decay: self.cfg.weight_decay,
+            ..AdamWConfig::default()
+        };
+        Ok(AdamW::new(
+            cfg,
+            vec![(self.cfg.lr_encoder, enc), (self.cfg.lr_heads, heads)],
+        ))
+    }
+
+    /// Whether the step just taken ends a logging interval or precedes an evaluation, a checkpoint or the
+    /// epoch end: the points where the steps kept on the device are read.
+    fn read_due(&self, epoch_end: bool, ckpt: &Checkpoints) -> bool {
+        let every = |n: Option<usize>| n.is_some_and(|n| n > 0 && self.step.is_multiple_of(n));
+        epoch_end
+            || every(Some(self.cfg.log_every_steps))
+            || every(self.cfg.eval_every_steps)
+            || every(ckpt.every_steps)
+    }
+
+    /// What follows the step that ended at position `pos` of an epoch's plan of `len` steps: the
+    /// periodic evaluation, and at the epoch's end its training rows, evaluation and log line.
+    fn after_step(
+        &self,
+        epoch: usize,
+        pos: usize,
+        len: usize,
+        stats: &[EpochStats],
+        sink: &mut MetricsWriter,
+    ) -> Result<()> {
+        if self
+            .cfg
+            .eval_every_steps
+            .is_some_and(|n| n > 0 && self.step.is_multiple_of(n))
+        {
+            self.evaluate(epoch, sink)?;
+        }
+        if pos < len {
+            return Ok(());
+        }
+        for (ti, st) in stats.iter().enumerate() {
+            if !st.gold.is_empty() {
+                let loss = st.loss_sum / st.gold.len() as f64;
+                sink.write(&self.row(epoch, ti, Split::Train, loss, &st.preds, &st.gold))?;
+            }
+        }
+        let rows = self.evaluate(epoch, sink)?;
+        let line: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{} acc {:.4} f1 {:.4}", r.task, r.accuracy, r.macro_f1))
+            .collect();
+        crate::say!("epoch {epoch}/{}: {}", self.cfg.epochs, line.join(", "));
+        Ok(())
+    }
+
+    /// Takes over a checkpoint's counters and optimizer state; returns where training stands.
+    fn restore(&mut self, saved: Saved, opt: &mut AdamW) -> Result<Cursor> {
+        let p = saved.progress;
+        opt.load_state(&saved.optimizer, &p.adam_steps)?;
+        if let (Some(scaler), Some((scale, tracker))) = (&mut self.scaler, p.loss_scale) {
+            scaler.load_state(scale, tracker);
+        }
+        (self.step, self.examples_seen, self.train_s, self.elapsed_before) =
+            (p.step, p.examples_seen, p.train_s, p.elapsed_s);
+        Ok(Cursor {
+            epoch: p.epoch,
+            pos: p.pos,
+            pending: p.pending,
+            stats: p.stats,
+            saved_at: None,
+        })
+    }
+
+    /// A checkpoint of the state at `at`, with `rows` metrics rows written.
+    fn save(&self, ckpt: &Checkpoints, opt: &AdamW, at: &Cursor, rows: usize, pending: bool) -> Result<()> {
+        let p = Progress {
+            epoch: at.epoch,
+            pos: at.pos,
+            step: self.step,
+            examples_seen: self.examples_seen,
+            train_s: self.train_s,
+            elapsed_s: self.elapsed(),
+            stats: at.stats.to_vec(),
+            rows,
+            pending,
+            adam_steps: Default::default(),
+            precision: self.precision,
+            loss_scale: self.scaler.as_ref().map(GradScaler::state),
+        };
+        resume::save(
+            &ckpt.dir,
+            &checkpoint::tensors(&self.model.groups(), self.plan)?,
+            opt,
+            &p,
+        )
+    }
+
+    fn stats(&self) -> FitStats {
+        FitStats {
+            steps: self.step,
+            examples_seen: self.examples_seen,
+            train_s: self.train_s,
+            features_cached: self.cache.is_some(),
+            resumed_after_s: self.elapsed_before,
+        }
+    }
+
+    fn fresh_stats(&self) -> Vec<EpochStats> {
+        self.tasks.iter().map(|_| EpochStats::default()).collect()
+    }
+
+    /// Evaluates before training (epoch 0), trains, and evaluates at each epoch end. Metric rows go to
+    /// `sink` as they are made, so an interrupted run keeps what it measured; checkpoints go to `ckpt`.
+    /// With `resumed`, training continues from that checkpoint (its model tensors already loaded, `sink`
+    /// already cut back to its rows). An interruption checkpoints, then returns `interrupt::Interrupted`.
+    pub(crate) fn fit(
+        mut self,
+        sink: &mut MetricsWriter,
+        ckpt: &Checkpoints,
+        resumed: Option<Saved>,
+    ) -> Result<FitStats> {
+        if resumed.is_none() {
+            self.evaluate(0, sink)?;
+        }
+        let trained = self.trained_tasks()?;
+        if !self.plan.anything_trains() || !trained.contains(&true) {
+            crate::say!("nothing to train in this scenario: evaluated once, no optimizer built");
+            return Ok(self.stats());
+        }
+        let mut opt = self.optimizer()?;
+        let steps_per_epoch: usize = self
+            .tasks
+            .iter()
+            .zip(&trained)
+            .filter(|(_, on)| **on)
+            .map(|(t, _)| t.train_ids.len().div_ceil(self.cfg.batch_size))
+            .sum();
+        let total = (steps_per_epoch * self.cfg.epochs).max(1);
+        let warmup = (self.cfg.warmup_ratio * total as f64).round() as usize;
+        let mut at = match resumed {
+            Some(saved) => self.restore(saved, &mut opt)?,
+            None => Cursor {
+                epoch: 1,
+                pos: 0,
+                pending: false,
+                stats: self.fresh_stats(),
+                saved_at: None,
+            },
+        };
+        let first = at.epoch;
+        for epoch in first..=self.cfg.epochs {
+            if epoch != first {
+                (at.epoch, at.pos, at.pending, at.stats) = (epoch, 0, false, self.fresh_stats());
+            }
+            let plan = EpochPlan::new(
+                self.tasks,
+                &trained,
+                self.cfg,
+                self.seed,
+                epoch,
+                self.model.sentence.device,
+            );
+            self.run_epoch(&mut opt, &plan, &mut at, sink, ckpt, (warmup, total))?;
+        }
+        Ok(self.stats())
+    }
+
+    /// The steps of one epoch from `at` on, each followed by what is due after it.
+    fn run_epoch(
+        &mut self,
+        opt: &mut AdamW,
+        plan: &EpochPlan,
+        at: &mut Cursor,
+        sink: &mut MetricsWriter,
+        ckpt: &Checkpoints,
+        (warmup, total): (usize, usize),
+    ) -> Result<()> {
+        let epoch = at.epoch;
+        let bar = progress_bar(plan.len() as u64, &format!("epoch {epoch}/{}", self.cfg.epochs));
+        bar.set_position(at.pos as u64);
+        let (epoch_start, mut epoch_examples) = (Instant::now(), 0usize);
+        loop {
+            if at.pending {
+                if self.read_due(at.pos == plan.len(), ckpt) {
+                    if let Some(lv) = self.pending.read(self.tasks, &mut at.stats)? {
+                        let rate = epoch_examples as f64 / epoch_start.elapsed().as_secs_f64();
+                        bar.set_message(format!("loss {lv:.4}  {rate:.1} ex/s"));
+                    }
+                }
+                self.after_pending(opt, at, plan.len(), sink, ckpt, &bar)?;
+            }
+            if at.pos == plan.len() {
+                break;
+            }
+            if interrupt::requested() {
+                self.pending.read(self.tasks, &mut at.stats)?;
+                if at.saved_at != Some(self.step) {
+                    self.save(ckpt, opt, at, sink.written(), false)?;
+                }
+                return Err(interrupt::Interrupted.into());
+            }
+            self.step(opt, epoch, plan, at.pos, lr_factor(self.step, warmup, total))?;
+            (at.pos, at.pending) = (at.pos + 1, true);
+            epoch_examples += plan.steps[at.pos - 1].examples();
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// What follows a step: evaluation and the epoch's rows (an interruption there checkpoints the state with
+    /// the step still pending, so a resumed run redoes them), then the checkpoint that is due.
+    fn after_pending(
+        &self,
+        opt: &AdamW,
+        at: &mut Cursor,
+        len: usize,
+        sink: &mut MetricsWriter,
+        ckpt: &Checkpoints,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let rows = sink.written();
+        if let Err(e) = bar.suspend(|| self.after_step(at.epoch, at.pos, len, &at.stats, sink)) {
+            if interrupt::is_interrupted(&e) {
+                self.save(ckpt, opt, at, rows, true)?;
+            }
+            return Err(e);
+        }
+        at.pending = false;
+        let due = ckpt.every_steps.is_some_and(|n| n > 0 && self.step.is_multiple_of(n));
+        if due || at.pos == len {
+            self.save(ckpt, opt, at, sink.written(), false)?;
+            at.saved_at = Some(self.step);
+        }
+        Ok(())
+    }
+}
+
+/// Example indices as a tensor (on the CPU).
+fn index_tensor(idx: &[usize]) -> Tensor {
+    Tensor::from_slice(&idx.iter().map(|&i| i as i64).collect::<Vec<_>>())
+}
