@@ -84,7 +84,7 @@ impl ExperimentConfig {
         }
     }
 
-    /// Every key within its range (the README's config reference lists them); errors name the key path.
+    /// Every key within its range (docs/configuration.md lists them); errors name the key path.
     pub fn validate(&self) -> Result<()> {
         crate::util::names::check_run_name(&self.name).context("name")?;
         if let Some(b) = &self.base_name {
