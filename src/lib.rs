@@ -4,6 +4,7 @@
 
 pub mod adamw;
 pub mod amp;
+pub mod analysis;
 pub mod cells;
 pub mod checkpoint;
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod interrupt;
 pub mod metrics;
 pub mod model;
 pub mod model_folder;
+pub mod objective;
 pub mod plot;
 pub mod pooling;
 pub mod progress;
