@@ -472,3 +472,26 @@ fn retrieval_errors() {
     let wide = Tensor::ones([3, 4], (Kind::Double, Device::Cpu));
     assert!(retrieval::evaluate(&ok, &wide).is_err());
 }
+
+#[test]
+fn half_precision_embeddings_are_computed_in_float32() {
+    let (a, b) = seeded(4, || (randn(6, 8, Kind::BFloat16), randn(6, 8, Kind::BFloat16)));
+    let gold = Tensor::from_slice(&[0.1f32, 0.5, 0.9, 0.3, 0.3, 0.7]);
+    let (a32, b32) = (a.to_kind(Kind::Float), b.to_kind(Kind::Float));
+    for loss in [PairLoss::Cosent, PairLoss::CosineMse, PairLoss::Mnrl] {
+        let batch = |first, second| PairBatch {
+            first,
+            second,
+            gold: Some(&gold),
+            hard_negatives: &[],
+        };
+        let half = loss.loss(&batch(&a, &b)).unwrap();
+        let full = loss.loss(&batch(&a32, &b32)).unwrap();
+        assert_eq!(half.kind(), Kind::Float, "{loss}");
+        assert_eq!(
+            half.double_value(&[]),
+            full.double_value(&[]),
+            "{loss}: the upcast is the only difference"
+        );
+    }
+}
