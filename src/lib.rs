@@ -3,7 +3,7 @@
 //! The folders are layers; each imports only from the layers below it (checked by `tests/architecture.rs`),
 //! so data flows one way: config → data → model → trainer → records. ARCHITECTURE.md is the codemap.
 //!
-//! Layers, bottom up: util, runtime, encoder, data, config, record, model, train, run, analysis, sweep, cli.
+//! Layers, bottom up: util, runtime, encoder, data, config, record, model, analysis, train, run, sweep, cli.
 
 #![warn(unreachable_pub)]
 

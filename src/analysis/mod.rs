@@ -1,8 +1,10 @@
-//! Reading results back: comparing finished runs (table, plots) and STS evaluation of an encoder. Reads
-//! records; never writes into a run's folder.
+//! Reading results and representations back: comparing finished runs (table, plots), STS evaluation of an
+//! encoder, and linear CKA between two representations of the same sentences.
 //!
-//! Imports `record`, `encoder`, `data`, `model` (metrics) and the layers below; never `train` or `run`.
+//! Imports `record`, `encoder`, `data`, `model` (metrics) and the layers below; never `train` or `run`, so that
+//! training can measure with it (probes and drift at evaluation points).
 
+pub mod cka;
 pub(crate) mod compare;
 pub(crate) mod plot;
 pub(crate) mod sts;

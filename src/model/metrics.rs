@@ -36,7 +36,13 @@ pub(crate) fn macro_f1(pred: &[i64], gold: &[i64], num_labels: usize) -> f64 {
     f1s.sum::<f64>() / num_labels as f64
 }
 
-pub(crate) fn pearson(x: &[f64], y: &[f64]) -> f64 {
+/// Pearson's r; NaN when an input is constant, as scipy.stats.pearsonr returns.
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    // scipy tests constancy exactly: the mean of [0.1; 10] is not 0.1, so the sums alone would not give 0/0
+    let constant = |v: &[f64]| v.iter().all(|a| *a == v[0]);
+    if x.is_empty() || constant(x) || constant(y) {
+        return f64::NAN;
+    }
     let n = x.len() as f64;
     let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
     let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
@@ -45,7 +51,8 @@ pub(crate) fn pearson(x: &[f64], y: &[f64]) -> f64 {
         sxx += (a - mx) * (a - mx);
         syy += (b - my) * (b - my);
     }
-    sxy / (sxx * syy).sqrt()
+    // clipped as scipy clips it: rounding can put a perfect correlation at 1 + 2e-16 (NaN stays NaN)
+    (sxy / (sxx * syy).sqrt()).clamp(-1.0, 1.0)
 }
 
 /// Ranks from 1, ties sharing their average rank (scipy.stats.rankdata's default).
@@ -68,7 +75,7 @@ fn ranks(x: &[f64]) -> Vec<f64> {
     r
 }
 
-pub(crate) fn spearman(x: &[f64], y: &[f64]) -> f64 {
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     pearson(&ranks(x), &ranks(y))
 }
 

@@ -8,8 +8,10 @@ pub(crate) mod group;
 pub(crate) mod heads;
 pub(crate) mod metrics;
 pub(crate) mod multitask;
+pub mod objective;
 pub(crate) mod report;
 pub(crate) mod task;
 
 pub use group::Group;
+pub use metrics::{pearson, spearman};
 pub use multitask::MultiTaskModel;
