@@ -18,6 +18,7 @@ pub mod group;
 pub mod heads;
 pub mod hub_cache;
 pub mod interrupt;
+pub mod lora;
 pub mod metrics;
 pub mod model;
 pub mod model_folder;
