@@ -6,6 +6,7 @@ pub(crate) mod checkpoint;
 pub(crate) mod freeze;
 pub(crate) mod group;
 pub(crate) mod heads;
+pub mod lora;
 pub(crate) mod metrics;
 pub(crate) mod multitask;
 pub(crate) mod report;
