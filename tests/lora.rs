@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use common::*;
-use harness::train::adamw::{AdamW, AdamWConfig};
 use harness::encoder::Encoder;
-use harness::model::lora::{a_init_bound, default_targets, LoraAdapters, LoraConfig};
-use harness::encoder::{Architecture, ModelFolder};
 use harness::encoder::{pool, Pooling};
+use harness::encoder::{Architecture, ModelFolder};
+use harness::model::lora::{a_init_bound, default_targets, LoraAdapters, LoraConfig};
+use harness::train::adamw::{AdamW, AdamWConfig};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 
