@@ -1,16 +1,18 @@
 //! Command-line interface: argument parsing, the global options, and dispatch to one small function per
 //! subcommand, grouped by what they work on: `encode` (embed, eval-sts, models), `train` (run, inspect,
-//! predict), `results` (compare) and `sweep`. Results go to stdout through `out!`, messages to stderr
+//! predict), `export`, `results` (compare) and `sweep`. Results go to stdout through `out!`, messages to stderr
 //! through `say!`.
 //!
 //! Imports every layer; nothing imports it but `main.rs`.
 
 mod encode;
+mod export;
 mod results;
 mod sweep;
 mod train;
 
 use encode::{EmbedArgs, EvalStsArgs, ModelsArgs};
+use export::ExportArgs;
 use results::CompareArgs;
 use sweep::SweepArgs;
 use train::{PredictArgs, RunArgs, RunCmdArgs};
@@ -57,6 +59,11 @@ enum Command {
     ///
     /// Example: harness predict --run results/freeze_heads_a "a gripping, beautifully shot film"
     Predict(PredictArgs),
+    /// Write a finished run's encoder as a Hugging Face / sentence-transformers folder (config.json,
+    /// model.safetensors, tokenizer files, modules.json, 1_Pooling/) with its heads (heads.safetensors, heads.json).
+    ///
+    /// Example: harness export --run results/full_finetune --out exported/full_finetune
+    Export(ExportArgs),
     /// Compare finished runs: a table (one row per run group and task, seeds merged as mean ± std),
     /// comparison.md, and eval-accuracy curves as PNG and SVG.
     ///
@@ -86,6 +93,7 @@ pub fn main() -> Result<()> {
         Command::Run(a) => train::run(a),
         Command::Inspect(a) => train::inspect(a),
         Command::Predict(a) => train::predict(a),
+        Command::Export(a) => export::export(a),
         Command::Compare(a) => results::compare_runs(a),
         Command::Sweep(a) => sweep::sweep(*a, cli.threads),
         Command::Models(a) => encode::models(a),

@@ -3,9 +3,11 @@
 //! `data`, `config` and `record`.
 
 pub(crate) mod checkpoint;
+pub mod export;
 pub(crate) mod freeze;
 pub(crate) mod group;
 pub(crate) mod heads;
+pub mod lora;
 pub(crate) mod metrics;
 pub(crate) mod multitask;
 pub mod objective;

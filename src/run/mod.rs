@@ -2,4 +2,5 @@
 //! a run's paths. Imports `train` and the layers below it.
 
 pub mod experiment;
+pub mod finished;
 pub(crate) mod run_dir;
