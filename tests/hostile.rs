@@ -111,12 +111,19 @@ fn a_finished_run_is_never_replaced_silently() {
     let resumed = run(&cfg, &["--resume"]);
     let err = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success() && err.contains("already complete"), "{err}");
-    assert!(!err.contains("run done ("), "--resume of a finished run trains nothing: {err}");
+    assert!(
+        !err.contains("run done ("),
+        "--resume of a finished run trains nothing: {err}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(30));
     assert_eq!(std::fs::read(d.path().join("done/summary.json")).unwrap(), summary);
 
     let restarted = run(&cfg, &["--restart", "--set", "seed=8"]);
-    assert!(restarted.status.success(), "{}", String::from_utf8_lossy(&restarted.stderr));
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
     assert_ne!(std::fs::read(d.path().join("done/summary.json")).unwrap(), summary);
 }
 
@@ -176,7 +183,11 @@ fn a_fifo_or_directory_given_as_a_file_is_refused_at_once() {
     let text = config_text(d.path(), "  scenario: backbone", "");
     let sst_train = root().join("../shared/data/sst2/train.tsv");
     let fifo_cfg = d.path().join("fifo.yaml");
-    std::fs::write(&fifo_cfg, text.replacen(sst_train.to_str().unwrap(), fifo.to_str().unwrap(), 1)).unwrap();
+    std::fs::write(
+        &fifo_cfg,
+        text.replacen(sst_train.to_str().unwrap(), fifo.to_str().unwrap(), 1),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(["run", fifo_cfg.to_str().unwrap()])
         .current_dir(root())
@@ -199,8 +210,15 @@ fn a_fifo_or_directory_given_as_a_file_is_refused_at_once() {
     assert!(err.contains("train.fifo: is a FIFO"), "{err}");
 
     let dir_cfg = d.path().join("dir.yaml");
-    std::fs::write(&dir_cfg, text.replacen(sst_train.to_str().unwrap(), d.path().to_str().unwrap(), 1)).unwrap();
-    assert_user_error(&harness(&["run", dir_cfg.to_str().unwrap()]), "is a directory, not a file");
+    std::fs::write(
+        &dir_cfg,
+        text.replacen(sst_train.to_str().unwrap(), d.path().to_str().unwrap(), 1),
+    )
+    .unwrap();
+    assert_user_error(
+        &harness(&["run", dir_cfg.to_str().unwrap()]),
+        "is a directory, not a file",
+    );
     assert_user_error(&harness(&["inspect", d.path().to_str().unwrap()]), "is a directory");
 
     let model = tiny_folder(d.path());
@@ -217,7 +235,10 @@ fn non_finite_sts_scores_are_refused_naming_file_and_line() {
         let f = d.path().join("sts.tsv");
         std::fs::write(&f, format!("sentence1\tsentence2\tscore\na\tb\t4.0\nc\td\t{bad}\n")).unwrap();
         let out = harness(&["eval-sts", "--device", "cpu", "--data", f.to_str().unwrap()]);
-        assert_user_error(&out, &format!("sts.tsv:3: column `score`: `{bad}` is not a finite number"));
+        assert_user_error(
+            &out,
+            &format!("sts.tsv:3: column `score`: `{bad}` is not a finite number"),
+        );
     }
 }
 

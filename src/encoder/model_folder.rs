@@ -203,7 +203,9 @@ fn sentence_defaults(dir: &Path) -> Result<SentenceDefaults> {
 fn absent(path: &Path) -> &'static str {
     match crate::util::fsx::not_a_file(path) {
         Some("missing") | None => "missing",
-        Some(w) if w.starts_with("a broken symlink") => "a broken symlink (its blob is missing: an interrupted download?)",
+        Some(w) if w.starts_with("a broken symlink") => {
+            "a broken symlink (its blob is missing: an interrupted download?)"
+        }
         // a directory or FIFO where the file should be says so
         Some(w) => w,
     }

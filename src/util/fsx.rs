@@ -103,7 +103,11 @@ mod tests {
         let e = read_text(d.path()).unwrap_err();
         assert!(format!("{e:#}").contains("is a directory, not a file"), "{e:#}");
         let fifo = d.path().join("f");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
         let e = read_text(&fifo).unwrap_err(); // would block forever if it were opened
         assert!(format!("{e:#}").contains("is a FIFO"), "{e:#}");
     }
@@ -111,9 +115,6 @@ mod tests {
     #[test]
     fn a_read_error_names_the_file() {
         let e = read_text(Path::new("/nonexistent/x.yaml")).unwrap_err();
-        assert!(
-            format!("{e:#}").starts_with("/nonexistent/x.yaml: missing"),
-            "{e:#}"
-        );
+        assert!(format!("{e:#}").starts_with("/nonexistent/x.yaml: missing"), "{e:#}");
     }
 }

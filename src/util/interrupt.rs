@@ -67,18 +67,16 @@ pub fn install() -> Result<()> {
     }
     // outside a deferring phase nobody will ask `check()` in time: this thread ends the process instead
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if !deferring().load(Ordering::SeqCst) {
-                    let name = signal_hook::low_level::signal_name(sig).unwrap_or("a signal");
-                    crate::say!("stopped: {name} before there was anything to save; run the same command again");
-                    // `_exit`: no destructors or atexit handlers race the main thread inside libtorch
-                    signal_hook::low_level::exit(EXIT_CODE as i32);
-                }
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        for sig in signals.forever() {
+            if !deferring().load(Ordering::SeqCst) {
+                let name = signal_hook::low_level::signal_name(sig).unwrap_or("a signal");
+                crate::say!("stopped: {name} before there was anything to save; run the same command again");
+                // `_exit`: no destructors or atexit handlers race the main thread inside libtorch
+                signal_hook::low_level::exit(EXIT_CODE as i32);
             }
-        })?;
+        }
+    })?;
     let _ = DONE.set(());
     Ok(())
 }
