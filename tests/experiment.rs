@@ -247,7 +247,7 @@ fn scenario_naming_an_unknown_task() {
 fn missing_data_file() {
     let d = tempfile::tempdir().unwrap();
     let text = config_text(d.path(), "  scenario: none", "").replace("sst2/dev.tsv", "sst2/nope.tsv");
-    assert_user_error(&harness(&["run", &write_cfg(d.path(), &text)]), "nope.tsv: cannot open");
+    assert_user_error(&harness(&["run", &write_cfg(d.path(), &text)]), "nope.tsv: missing");
 }
 
 fn with_eval_file(body: &str) -> (tempfile::TempDir, String) {

@@ -157,7 +157,7 @@ fn a_second_run_of_the_same_name_fails_at_once_and_the_first_is_untouched() {
     );
     assert!(lock.exists(), "the lock file stays (it may be held)");
     // the lock of a finished run is free again
-    let again = run(&cfg, "same", &["--set", "train.epochs=1"]);
+    let again = run(&cfg, "same", &["--restart", "--set", "train.epochs=1"]);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
 }
 

@@ -34,6 +34,13 @@ impl StsPairs {
                     row[s]
                 )
             })?;
+            if !score.is_finite() {
+                bail!(
+                    "{}:{line}: column `score`: `{}` is not a finite number",
+                    path.display(),
+                    row[s].trim()
+                );
+            }
             out.first.push(row[a].clone());
             out.second.push(row[b].clone());
             out.gold.push(score);

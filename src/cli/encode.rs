@@ -64,6 +64,9 @@ impl ModelArgs {
             (_, true) => Some(false),
             _ => None,
         };
+        if self.batch_size == 0 {
+            bail!("--batch-size 0 is out of range (expected 1 or more sentences per forward pass)");
+        }
         let device = parse_device(&self.device)?;
         let requested = if self.bf16 { Precision::Bf16 } else { self.precision };
         let opts = SentenceOptions {
@@ -117,7 +120,15 @@ pub(super) fn embed(a: EmbedArgs) -> Result<()> {
     let model = a.model.load()?;
     let emb = model.encode(&texts, a.model.batch_size, true)?;
     let rows: Vec<Vec<f32>> = Vec::<Vec<f32>>::try_from(emb)?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if let Some((i, _)) = rows.iter().enumerate().find(|(_, e)| e.iter().any(|v| !v.is_finite())) {
+        bail!(
+            "the embedding of sentence {} is not finite (NaN or infinite values): the model's weights or \
+             precision are broken; nothing was printed",
+            i + 1
+        );
+    }
+    // built whole, then written through `out!`, so a closed stdout ends the program quietly
+    let mut out: Vec<u8> = Vec::new();
     match a.format {
         Format::Json => {
             #[derive(serde::Serialize)]
@@ -134,7 +145,7 @@ pub(super) fn embed(a: EmbedArgs) -> Result<()> {
             writeln!(out)?;
         }
         Format::Csv => {
-            let mut w = csv::Writer::from_writer(out);
+            let mut w = csv::Writer::from_writer(&mut out);
             let mut header = vec!["text".to_string()];
             header.extend((0..model.dim()).map(|i| format!("e{i}")));
             w.write_record(&header)?;
@@ -144,8 +155,10 @@ pub(super) fn embed(a: EmbedArgs) -> Result<()> {
                 w.write_record(&rec)?;
             }
             w.flush()?;
+            drop(w);
         }
     }
+    crate::out_raw!("{}", String::from_utf8_lossy(&out));
     Ok(())
 }
 

@@ -83,6 +83,8 @@ enum Command {
 }
 
 pub fn main() -> Result<()> {
+    // first, so a signal in any phase ends the program the documented way (exit 75), never by default action
+    crate::util::interrupt::install()?;
     let cli = parse_args();
     if let Some(n) = threads(cli.threads, std::env::var("SLURM_CPUS_PER_TASK").ok())? {
         tch::set_num_threads(n);

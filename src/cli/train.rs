@@ -30,7 +30,7 @@ pub(super) struct RunCmdArgs {
     /// Continue an interrupted run from its last checkpoint (starts afresh when it has none)
     #[arg(long, conflicts_with = "restart")]
     pub(crate) resume: bool,
-    /// Discard an interrupted run's .partial folder and start over
+    /// Discard an interrupted run's .partial folder and start over; also the only way to replace a finished run
     #[arg(long)]
     pub(crate) restart: bool,
 }
@@ -62,7 +62,13 @@ pub(super) fn run(a: RunCmdArgs) -> Result<()> {
         _ => Start::Fresh,
     };
     interrupt::install()?;
-    let o = experiment::run(&cfg, start)?;
+    let o = match experiment::run(&cfg, start) {
+        Err(e) if e.is::<experiment::AlreadyComplete>() => {
+            crate::say!("{e}");
+            return Ok(());
+        }
+        o => o?,
+    };
     let s = &o.summary;
     crate::out!(
         "{}: {} ({} trainable of {} parameters), {:.1} s, {:.1} train examples/s",

@@ -18,7 +18,7 @@ impl Table {
     /// since the shared TSVs contain bare `"` characters.
     pub(crate) fn read(path: &Path) -> Result<Table> {
         let is_csv = path.extension().and_then(|e| e.to_str()) == Some("csv");
-        let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+        let file = crate::util::fsx::open_regular(path)?;
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(if is_csv { b',' } else { b'\t' })
             .quoting(is_csv)

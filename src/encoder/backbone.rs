@@ -181,6 +181,22 @@ fn encoder_tensors(tensors: Vec<(String, Tensor)>, path: &Path, arch: Architectu
     by_name
 }
 
+/// A weight must be stored as a float (float16, bfloat16 or float32: an integer tensor would be cast silently)
+/// and hold only finite values (a NaN would give NaN embeddings for every sentence).
+fn check_values(t: &Tensor, name: &str, path: &Path) -> Result<()> {
+    let kind = t.kind();
+    if !matches!(kind, tch::Kind::Half | tch::Kind::BFloat16 | tch::Kind::Float) {
+        bail!(
+            "{}: weight `{name}` is stored as {kind:?} (expected float16, bfloat16 or float32)",
+            path.display()
+        );
+    }
+    if t.isfinite().all().f_int64_value(&[])? == 0 {
+        bail!("{}: weight `{name}` holds NaN or infinite values", path.display());
+    }
+    Ok(())
+}
+
 /// Strict copy: every variable gets a tensor of its shape, and every tensor a variable.
 fn copy_strict(
     vs: &mut nn::VarStore,
@@ -206,6 +222,7 @@ fn copy_strict(
                             var.size()
                         );
                     }
+                    check_values(&t, name, path)?;
                     var.f_copy_(&t)
                         .with_context(|| format!("{}: weight `{name}` cannot be copied", path.display()))?;
                 }

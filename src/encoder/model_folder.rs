@@ -201,10 +201,13 @@ fn sentence_defaults(dir: &Path) -> Result<SentenceDefaults> {
 
 /// Why a needed file is not there: missing, or a symlink into the cache's blobs whose target is gone.
 fn absent(path: &Path) -> &'static str {
-    if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
-        "a broken symlink (its blob is missing: an interrupted download?)"
-    } else {
-        "missing"
+    match crate::util::fsx::not_a_file(path) {
+        Some("missing") | None => "missing",
+        Some(w) if w.starts_with("a broken symlink") => {
+            "a broken symlink (its blob is missing: an interrupted download?)"
+        }
+        // a directory or FIFO where the file should be says so
+        Some(w) => w,
     }
 }
 

@@ -40,6 +40,37 @@ pub enum Start {
     Restart,
 }
 
+/// `--resume` of a run that already finished: nothing to do (the CLI says so and exits 0).
+#[derive(Debug)]
+pub struct AlreadyComplete(pub PathBuf);
+
+impl std::fmt::Display for AlreadyComplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is already complete; nothing to resume", self.0.display())
+    }
+}
+
+impl std::error::Error for AlreadyComplete {}
+
+/// A finished result is never replaced silently: only `--restart` replaces it, and `--resume` of it is a
+/// no-op, unless an interrupted `--restart` of it left a checkpoint to continue.
+fn guard_result(rd: &RunDir, name: &str, start: Start) -> Result<()> {
+    let fin = rd.path();
+    if start == Start::Restart || !fin.exists() {
+        return Ok(());
+    }
+    if start == Start::Resume {
+        if crate::train::resume::has_checkpoint(&rd.partial()) {
+            return Ok(());
+        }
+        return Err(AlreadyComplete(fin).into());
+    }
+    bail!(
+        "{} already holds the finished run `{name}`: pass --restart to replace it, or choose another name",
+        fin.display()
+    )
+}
+
 /// Reads every task's files (before anything is written, so bad data fails early).
 fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<(LabelledData, LabelledData)>> {
     cfg.tasks
@@ -76,6 +107,8 @@ pub struct Outcome {
 /// Decides what happens to an earlier `.partial`, and returns the checkpoint to continue from, if any.
 fn prepare(lock: &RunLock, cfg: &ExperimentConfig, start: Start) -> Result<Option<Saved>> {
     let (name, partial) = (cfg.name.as_str(), lock.dir().partial());
+    // again under the lock: another process may have finished the run since the first look
+    guard_result(lock.dir(), name, start)?;
     let saved = if partial.is_dir() && start != Start::Restart {
         resume::load(&partial)?
     } else {
@@ -117,6 +150,7 @@ fn prepare(lock: &RunLock, cfg: &ExperimentConfig, start: Start) -> Result<Optio
 pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     let wall = Instant::now();
     let rd = RunDir::new(&cfg.output_dir, &cfg.name)?;
+    guard_result(&rd, &cfg.name, start)?;
     // everything that can be checked without writing is checked before the lock: data, model, freezing
     let data = read_tasks(cfg)?;
     let (model, plan) = build(cfg)?;
@@ -209,6 +243,8 @@ fn train_and_commit(
             MetricsWriter::create(&metrics_path, &extra_columns(&tasks))?
         }
     };
+    // from here a signal checkpoints at the next safe point; before, it ends the run at once (nothing to save)
+    let _defer = interrupt::defer();
     let frozen = Snapshot::take(plan.select(&groups, false)?);
     let mut trainer = Trainer::new(Setup {
         model: &model,

@@ -8,9 +8,44 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-/// The whole file as text; the error names the file.
+/// The whole file as text; the error names the file. Only a regular file is read (see `open_regular`).
 pub(crate) fn read_text(path: &Path) -> Result<String> {
-    fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut open_regular(path)?, &mut text)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(text)
+}
+
+/// Opens a file for reading, refusing anything but a regular file (after symlinks) in one line: opening a
+/// FIFO blocks until a writer appears, and a directory or device is never what a data or config path means.
+pub(crate) fn open_regular(path: &Path) -> Result<File> {
+    if let Some(why) = not_a_file(path) {
+        anyhow::bail!("{}: {why}", path.display());
+    }
+    File::open(path).with_context(|| format!("{}: cannot read", path.display()))
+}
+
+/// Why `path` is not a readable regular file (missing, a directory, a FIFO...), or `None` when it is one.
+pub(crate) fn not_a_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = fs::metadata(path) else {
+        if path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return Some("a broken symlink (its target is missing)");
+        }
+        return Some("missing");
+    };
+    let t = meta.file_type();
+    if t.is_file() {
+        None
+    } else if t.is_dir() {
+        Some("is a directory, not a file")
+    } else if t.is_fifo() {
+        Some("is a FIFO (named pipe), not a regular file")
+    } else if t.is_socket() {
+        Some("is a socket, not a regular file")
+    } else {
+        Some("is a device, not a regular file")
+    }
 }
 
 /// Writes `bytes` to `path` durably: complete or not at all, and on disk when this returns.
@@ -63,11 +98,23 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_or_fifo_is_refused_saying_what_it_is() {
+        let d = tempfile::tempdir().unwrap();
+        let e = read_text(d.path()).unwrap_err();
+        assert!(format!("{e:#}").contains("is a directory, not a file"), "{e:#}");
+        let fifo = d.path().join("f");
+        assert!(std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success());
+        let e = read_text(&fifo).unwrap_err(); // would block forever if it were opened
+        assert!(format!("{e:#}").contains("is a FIFO"), "{e:#}");
+    }
+
+    #[test]
     fn a_read_error_names_the_file() {
         let e = read_text(Path::new("/nonexistent/x.yaml")).unwrap_err();
-        assert!(
-            format!("{e:#}").starts_with("/nonexistent/x.yaml: cannot read"),
-            "{e:#}"
-        );
+        assert!(format!("{e:#}").starts_with("/nonexistent/x.yaml: missing"), "{e:#}");
     }
 }

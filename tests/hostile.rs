@@ -1,0 +1,266 @@
+//! Hostile inputs, third round, tried with the real binary: a stdout closed early, a finished run run again,
+//! signals before a run has anything to save, a FIFO or directory where a file should be, non-finite values
+//! in STS scores and in model weights, and a zero batch size.
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use harness::encoder::{Encoder, ModelFolder};
+use tch::{Device, Kind, Tensor};
+
+const TINY_DISTILBERT: &str = r#"{"model_type": "distilbert", "vocab_size": 30522, "dim": 16, "n_layers": 1,
+  "n_heads": 2, "hidden_dim": 24, "max_position_embeddings": 64}"#;
+
+/// A complete, valid tiny DistilBERT folder with random weights saved by harness itself.
+fn tiny_folder(root: &Path) -> PathBuf {
+    let dir = root.join("tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), TINY_DISTILBERT).unwrap();
+    let vocab = ModelFolder::open("all-MiniLM-L6-v2").unwrap().vocab;
+    std::fs::copy(vocab, dir.join("vocab.txt")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
+    let folder = ModelFolder::open(dir.to_str().unwrap()).unwrap();
+    Encoder::build(&folder, Device::Cpu)
+        .unwrap()
+        .vs
+        .save(dir.join("model.safetensors"))
+        .unwrap();
+    dir
+}
+
+/// Rewrites one tensor of the folder's weights with `change`.
+fn edit_weight(dir: &Path, name: &str, change: impl Fn(&Tensor) -> Tensor) {
+    let path = dir.join("model.safetensors");
+    let tensors: Vec<(String, Tensor)> = Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .map(|(n, t)| if n == name { (n, change(&t)) } else { (n, t) })
+        .collect();
+    Tensor::write_safetensors(&tensors, &path).unwrap();
+}
+
+const EDITED: &str = "distilbert.transformer.layer.0.ffn.lin1.weight";
+
+fn write_config(dir: &Path, name: &str) -> PathBuf {
+    let text = config_text(dir, "  scenario: backbone", "").replace("name: t", &format!("name: {name}"));
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs the binary with its stdout's read end closed before it writes anything.
+fn with_stdout_closed(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone, as after `| head -1` has its line
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_closed_stdout_ends_every_printing_subcommand_quietly() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "pipe");
+    let sentences = ["a", "b", "c"];
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["models"],
+        vec!["models", "--json"],
+        vec!["embed", "--device", "cpu", sentences[0], sentences[1], sentences[2]],
+        vec!["embed", "--device", "cpu", "--format", "csv", "x"],
+        vec!["inspect", cfg.to_str().unwrap()],
+        vec!["sweep", "--list", cfg.to_str().unwrap()],
+    ];
+    for args in cases {
+        let out = with_stdout_closed(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error") && !err.contains("Broken pipe"),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+fn run(cfg: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--threads", "2", "run", cfg.to_str().unwrap()];
+    args.extend(extra);
+    harness(&args)
+}
+
+#[test]
+fn a_finished_run_is_never_replaced_silently() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "done");
+    let first = run(&cfg, &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let summary = std::fs::read(d.path().join("done/summary.json")).unwrap();
+
+    // the same config, and another one, under the same name
+    assert_user_error(&run(&cfg, &[]), "pass --restart to replace it");
+    assert_user_error(&run(&cfg, &["--set", "seed=8"]), "--restart");
+    let t0 = Instant::now();
+    let resumed = run(&cfg, &["--resume"]);
+    let err = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success() && err.contains("already complete"), "{err}");
+    assert!(
+        !err.contains("run done ("),
+        "--resume of a finished run trains nothing: {err}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30));
+    assert_eq!(std::fs::read(d.path().join("done/summary.json")).unwrap(), summary);
+
+    let restarted = run(&cfg, &["--restart", "--set", "seed=8"]);
+    assert!(
+        restarted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restarted.stderr)
+    );
+    assert_ne!(std::fs::read(d.path().join("done/summary.json")).unwrap(), summary);
+}
+
+/// Sends `signal` after `delay` and returns the output and how long the process took to end after it.
+fn signalled(args: &[&str], signal: &str, delay: Duration) -> (std::process::Output, Duration) {
+    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // libtorch's shared libraries load before `main`; nothing can catch a signal until its handler is in
+    let caught = |pid: u32| -> bool {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:")).unwrap_or("0");
+        u64::from_str_radix(mask.trim(), 16).unwrap_or(0) & (1 << (15 - 1)) != 0
+    };
+    wait_until("the SIGTERM handler", 60, || caught(child.id()));
+    std::thread::sleep(delay);
+    let t0 = Instant::now();
+    assert!(Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    (out, t0.elapsed())
+}
+
+#[test]
+fn a_signal_before_there_is_anything_to_save_ends_the_run_at_once_with_75() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), "early");
+    for signal in ["-TERM", "-HUP", "-INT"] {
+        for delay_ms in [0, 300] {
+            let (out, took) = signalled(
+                &["--threads", "2", "run", cfg.to_str().unwrap(), "--restart"],
+                signal,
+                Duration::from_millis(delay_ms),
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(75), "{signal} at {delay_ms} ms: {err}");
+            let last = err.lines().last().unwrap_or("");
+            assert!(last.starts_with("stopped: "), "{signal} at {delay_ms} ms: {err}");
+            assert!(took < Duration::from_secs(5), "{signal} at {delay_ms} ms took {took:?}");
+            assert!(!d.path().join("early").exists());
+        }
+    }
+}
+
+#[test]
+fn a_fifo_or_directory_given_as_a_file_is_refused_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let fifo = d.path().join("train.fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let text = config_text(d.path(), "  scenario: backbone", "");
+    let sst_train = root().join("../shared/data/sst2/train.tsv");
+    let fifo_cfg = d.path().join("fifo.yaml");
+    std::fs::write(
+        &fifo_cfg,
+        text.replacen(sst_train.to_str().unwrap(), fifo.to_str().unwrap(), 1),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", fifo_cfg.to_str().unwrap()])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("a FIFO as the train file blocked the run");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("train.fifo: is a FIFO"), "{err}");
+
+    let dir_cfg = d.path().join("dir.yaml");
+    std::fs::write(
+        &dir_cfg,
+        text.replacen(sst_train.to_str().unwrap(), d.path().to_str().unwrap(), 1),
+    )
+    .unwrap();
+    assert_user_error(
+        &harness(&["run", dir_cfg.to_str().unwrap()]),
+        "is a directory, not a file",
+    );
+    assert_user_error(&harness(&["inspect", d.path().to_str().unwrap()]), "is a directory");
+
+    let model = tiny_folder(d.path());
+    std::fs::remove_file(model.join("vocab.txt")).unwrap();
+    std::fs::create_dir(model.join("vocab.txt")).unwrap();
+    let out = harness(&["embed", "--device", "cpu", "--model", model.to_str().unwrap(), "x"]);
+    assert_user_error(&out, "vocab.txt: is a directory, not a file");
+}
+
+#[test]
+fn non_finite_sts_scores_are_refused_naming_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    for bad in ["nan", "inf", "-inf", "NaN"] {
+        let f = d.path().join("sts.tsv");
+        std::fs::write(&f, format!("sentence1\tsentence2\tscore\na\tb\t4.0\nc\td\t{bad}\n")).unwrap();
+        let out = harness(&["eval-sts", "--device", "cpu", "--data", f.to_str().unwrap()]);
+        assert_user_error(
+            &out,
+            &format!("sts.tsv:3: column `score`: `{bad}` is not a finite number"),
+        );
+    }
+}
+
+#[test]
+fn a_weight_with_nan_or_stored_as_int64_is_refused_naming_the_tensor() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = tiny_folder(d.path());
+    let embed = |dir: &Path| harness(&["embed", "--device", "cpu", "--model", dir.to_str().unwrap(), "hello"]);
+    edit_weight(&dir, EDITED, |t| {
+        let t = t.copy();
+        let _ = t.get(0).get(0).fill_(f64::NAN);
+        t
+    });
+    assert_user_error(&embed(&dir), &format!("weight `{EDITED}` holds NaN or infinite values"));
+    edit_weight(&dir, EDITED, |t| t.nan_to_num(0.0, None, None).to_kind(Kind::Int64));
+    assert_user_error(&embed(&dir), &format!("weight `{EDITED}` is stored as Int64"));
+}
+
+#[test]
+fn a_zero_batch_size_is_refused() {
+    assert_user_error(&harness(&["embed", "--batch-size", "0", "x"]), "--batch-size 0");
+    let f = shared_data("stsb/test.tsv");
+    let out = harness(&["eval-sts", "--batch-size", "0", "--data", f.to_str().unwrap()]);
+    assert_user_error(&out, "--batch-size 0");
+}
