@@ -49,7 +49,10 @@ fn code_keys() -> BTreeMap<String, Value> {
     let mlp = load(&format!("{MIN}    head: {{type: mlp}}\n")).unwrap();
     let mut m = BTreeMap::new();
     flatten(&serde_yaml::to_value(&mlp).unwrap(), "", &mut m);
-    out.extend(m.into_iter().filter(|(k, _)| k.starts_with("tasks[].head.") && k != "tasks[].head.type"));
+    out.extend(
+        m.into_iter()
+            .filter(|(k, _)| k.starts_with("tasks[].head.") && k != "tasks[].head.type"),
+    );
     // keys the serializer leaves out when unset
     out.insert("base_name".into(), Value::Null);
     out
