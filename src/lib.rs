@@ -21,6 +21,7 @@ pub mod interrupt;
 pub mod metrics;
 pub mod model;
 pub mod model_folder;
+pub mod mtl;
 pub mod plot;
 pub mod pooling;
 pub mod progress;
