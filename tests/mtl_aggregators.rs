@@ -55,12 +55,18 @@ fn cases() -> Vec<(String, Tensor)> {
     out.push(("identical_plus".into(), Tensor::cat(&[&g, &g, &h], 0)));
     out.push(("opposite".into(), Tensor::cat(&[&g, &(-&g)], 0)));
     out.push(("opposite_plus".into(), Tensor::cat(&[&g, &(-&g), &h], 0)));
-    out.push(("zero_row".into(), Tensor::cat(&[&g, &Tensor::zeros([1, n], (Kind::Double, Device::Cpu)), &h], 0)));
+    out.push((
+        "zero_row".into(),
+        Tensor::cat(&[&g, &Tensor::zeros([1, n], (Kind::Double, Device::Cpu)), &h], 0),
+    ));
     // every row of norm ~3e-4: trace(G) ~ 3e-7, below torchjd's norm_eps 1e-4
     out.push(("all_tiny".into(), randn(3, n) * 1e-5));
     out.push(("one_tiny".into(), Tensor::cat(&[&g, &(randn(1, n) * 1e-7), &h], 0)));
     out.push(("conflict".into(), Tensor::cat(&[&g, &(&g * -0.8 + &h * 0.3)], 0)));
-    out.push(("scaled".into(), Tensor::cat(&[&(&g * 10.0), &(&h * 0.1), &(&g + &h)], 0)));
+    out.push((
+        "scaled".into(),
+        Tensor::cat(&[&(&g * 10.0), &(&h * 0.1), &(&g + &h)], 0),
+    ));
     out
 }
 
@@ -175,12 +181,62 @@ fn kinds_parse_with_torchjd_defaults() {
 fn bad_jacobians_are_errors_not_panics() {
     let agg = build(&AggregatorKind::Upgrad {}).unwrap();
     assert!(agg.aggregate(&Tensor::ones([5], (Kind::Float, Device::Cpu))).is_err());
-    assert!(agg.aggregate(&Tensor::ones([0, 5], (Kind::Float, Device::Cpu))).is_err());
-    assert!(agg.aggregate(&Tensor::ones([2, 5], (Kind::Int64, Device::Cpu))).is_err());
+    assert!(agg
+        .aggregate(&Tensor::ones([0, 5], (Kind::Float, Device::Cpu)))
+        .is_err());
+    assert!(agg
+        .aggregate(&Tensor::ones([2, 5], (Kind::Int64, Device::Cpu)))
+        .is_err());
     let nan = Tensor::ones([2, 5], (Kind::Float, Device::Cpu));
     let _ = nan.get(1).get(2).fill_(f64::NAN);
-    for method in ["upgrad", "mgda", "cagrad", "imtl_g", "pcgrad", "aligned_mtl", "dualproj"] {
+    for method in [
+        "upgrad",
+        "mgda",
+        "cagrad",
+        "imtl_g",
+        "pcgrad",
+        "aligned_mtl",
+        "dualproj",
+    ] {
         let agg = build(&AggregatorKind::from_name(method).unwrap()).unwrap();
         assert!(agg.aggregate(&nan).is_err(), "{method} accepted a NaN Jacobian");
     }
+}
+
+#[test]
+fn conflict_pairs_match_a_direct_computation() {
+    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(9);
+    let g = randn(1, 200);
+    let rows = Tensor::cat(
+        &[
+            randn(1, 200),
+            -&g * 2.0,
+            g.shallow_clone(),
+            Tensor::zeros([1, 200], (Kind::Double, Device::Cpu)),
+        ],
+        0,
+    )
+    .to_kind(Kind::Float);
+    let stats = harness::mtl::conflict::pairwise(&rows).unwrap();
+    assert_eq!(stats.len(), 6);
+    let r = rows.to_kind(Kind::Double);
+    for st in &stats {
+        let (a, b) = (r.get(st.task_i as i64), r.get(st.task_j as i64));
+        let (na, nb) = (a.norm().double_value(&[]), b.norm().double_value(&[]));
+        let cos = (&a * &b).sum(Kind::Double).double_value(&[]) / (na * nb);
+        match st.cosine {
+            Some(c) => assert!((c - cos).abs() < 1e-12, "{st:?} vs {cos}"),
+            None => assert!(na == 0.0 || nb == 0.0, "{st:?}"),
+        }
+        match st.norm_ratio {
+            Some(q) => assert!((q - na / nb).abs() < 1e-12 * (na / nb).max(1.0), "{st:?}"),
+            None => assert_eq!(nb, 0.0),
+        }
+    }
+    // rows 1 and 2 are exactly opposite, with norm ratio 2
+    let opp = stats.iter().find(|s| s.task_i == 1 && s.task_j == 2).unwrap();
+    assert!((opp.cosine.unwrap() + 1.0).abs() < 1e-12 && (opp.norm_ratio.unwrap() - 2.0).abs() < 1e-12);
+    let zero = stats.iter().find(|s| s.task_i == 0 && s.task_j == 3).unwrap();
+    assert_eq!((zero.cosine, zero.norm_ratio), (None, None));
 }

@@ -119,7 +119,10 @@ fn drive(
 fn max_diff(a: &[f64], b: &Tensor) -> f64 {
     let b = vec64(b);
     assert_eq!(a.len(), b.len());
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / y.abs().max(1.0)).fold(0.0, f64::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / y.abs().max(1.0))
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -136,13 +139,19 @@ fn weightings_match_libmtl_step_by_step() {
             "epoch".to_string(),
             Tensor::from_slice(&(0..STEPS).map(|s| (s / PER_EPOCH) as i64).collect::<Vec<_>>()),
         ),
-        ("history".to_string(), Tensor::from_slice(&hist).view([EPOCHS as i64, M as i64])),
+        (
+            "history".to_string(),
+            Tensor::from_slice(&hist).view([EPOCHS as i64, M as i64]),
+        ),
         ("z".to_string(), Tensor::from_slice(&z).view([STEPS as i64, M as i64])),
         ("lr".to_string(), Tensor::from(LR)),
     ];
     let (inp_path, out_path) = (d.path().join("in.safetensors"), d.path().join("out.safetensors"));
     Tensor::write_safetensors(&saved, &inp_path).unwrap();
-    run_reference("mtl_weightings.py", &[inp_path.to_str().unwrap(), out_path.to_str().unwrap()]);
+    run_reference(
+        "mtl_weightings.py",
+        &[inp_path.to_str().unwrap(), out_path.to_str().unwrap()],
+    );
     let want: HashMap<String, Tensor> = Tensor::read_safetensors(&out_path).unwrap().into_iter().collect();
 
     let kinds = [
@@ -219,9 +228,15 @@ fn state_round_trips_mid_run_exactly() {
 #[test]
 fn states_refuse_the_wrong_method_or_size() {
     let mut uw = build(&WeightingKind::Uncertainty {}, 2, Device::Cpu).unwrap();
-    let other = build(&WeightingKind::Uncertainty {}, 3, Device::Cpu).unwrap().state().unwrap();
+    let other = build(&WeightingKind::Uncertainty {}, 3, Device::Cpu)
+        .unwrap()
+        .state()
+        .unwrap();
     assert!(uw.load_state(&other).is_err());
-    let dwa = build(&WeightingKind::Dwa { temperature: 2.0 }, 2, Device::Cpu).unwrap().state().unwrap();
+    let dwa = build(&WeightingKind::Dwa { temperature: 2.0 }, 2, Device::Cpu)
+        .unwrap()
+        .state()
+        .unwrap();
     assert!(uw.load_state(&dwa).is_err());
     assert!(build(&WeightingKind::Fixed { weights: vec![1.0] }, 2, Device::Cpu).is_err());
     assert!(build(&WeightingKind::Dwa { temperature: 0.0 }, 2, Device::Cpu).is_err());

@@ -93,7 +93,9 @@ impl Barrier<'_> {
         let gw = self.g.mul_vec(w);
         let q = w.iter().zip(&gw).map(|(x, y)| x * y).sum::<f64>();
         let rq = q.sqrt();
-        let grad: Vec<f64> = (0..m).map(|i| tau * (self.a[i] + self.s * gw[i] / rq) - 1.0 / w[i]).collect();
+        let grad: Vec<f64> = (0..m)
+            .map(|i| tau * (self.a[i] + self.s * gw[i] / rq) - 1.0 / w[i])
+            .collect();
         let mut h = vec![0.0; m * m];
         for i in 0..m {
             for j in 0..m {

@@ -70,7 +70,9 @@ impl Gram {
 
     /// G x.
     pub fn mul_vec(&self, x: &[f64]) -> Vec<f64> {
-        (0..self.m).map(|i| (0..self.m).map(|j| self.at(i, j) * x[j]).sum()).collect()
+        (0..self.m)
+            .map(|i| (0..self.m).map(|j| self.at(i, j) * x[j]).sum())
+            .collect()
     }
 
     /// x^T G y.

@@ -142,7 +142,10 @@ pub fn check_jacobian(jacobian: &Tensor) -> Result<(usize, usize)> {
         bail!("the Jacobian must be an m x n matrix with m >= 1, got shape {size:?}");
     }
     if !is_float(jacobian.kind()) {
-        bail!("the Jacobian must be a floating-point tensor, got {:?}", jacobian.kind());
+        bail!(
+            "the Jacobian must be a floating-point tensor, got {:?}",
+            jacobian.kind()
+        );
     }
     Ok((size[0] as usize, size[1] as usize))
 }

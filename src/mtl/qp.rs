@@ -60,7 +60,10 @@ fn candidate(a: &Gram, u: &[f64], mask: u32) -> Option<Vec<f64>> {
         return Some(v);
     }
     let k = free.len();
-    let sub: Vec<f64> = free.iter().flat_map(|&i| free.iter().map(move |&j| a.at(i, j))).collect();
+    let sub: Vec<f64> = free
+        .iter()
+        .flat_map(|&i| free.iter().map(move |&j| a.at(i, j)))
+        .collect();
     let rhs: Vec<f64> = free
         .iter()
         .map(|&i| -(0..m).filter(|&j| fixed(j)).map(|j| a.at(i, j) * u[j]).sum::<f64>())

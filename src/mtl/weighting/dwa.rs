@@ -38,7 +38,9 @@ impl Dwa {
             return vec![1.0; self.tasks];
         }
         let (last, before) = (&self.history[k - 1], &self.history[k - 2]);
-        let z: Vec<f64> = (0..self.tasks).map(|i| last[i] / before[i] / self.temperature).collect();
+        let z: Vec<f64> = (0..self.tasks)
+            .map(|i| last[i] / before[i] / self.temperature)
+            .collect();
         let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let e: Vec<f64> = z.iter().map(|x| (x - max).exp()).collect();
         let sum: f64 = e.iter().sum();

@@ -50,7 +50,10 @@ impl GradNorm {
         let w = s.softmax(0, Kind::Float) * m as f64;
         let norms = {
             let _guard = tch::no_grad_guard();
-            jacobian.norm_scalaropt_dim(2, [1i64].as_slice(), false).to_kind(Kind::Float).to_device(s.device())
+            jacobian
+                .norm_scalaropt_dim(2, [1i64].as_slice(), false)
+                .to_kind(Kind::Float)
+                .to_device(s.device())
         };
         let g_per = &w * norms;
         let g_mean = g_per.mean(Kind::Float);
@@ -99,7 +102,9 @@ impl Weighting for GradNorm {
             loss_history: self.history.clone(),
             ..WeightingState::default()
         };
-        state.params.insert("loss_scale".into(), param_values(&self.loss_scale)?);
+        state
+            .params
+            .insert("loss_scale".into(), param_values(&self.loss_scale)?);
         Ok(state)
     }
 

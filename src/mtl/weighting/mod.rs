@@ -126,7 +126,9 @@ pub fn check_losses(losses: &Tensor, tasks: usize) -> Result<()> {
 
 /// A constant weight vector on the losses' device and dtype.
 pub fn weights_like(weights: &[f64], losses: &Tensor) -> Tensor {
-    Tensor::from_slice(weights).to_kind(losses.kind()).to_device(losses.device())
+    Tensor::from_slice(weights)
+        .to_kind(losses.kind())
+        .to_device(losses.device())
 }
 
 /// `sum_i w_i L_i` with the detached weights, the shape LibMTL's `torch.mul(losses, w).sum()` has.

@@ -53,7 +53,9 @@ impl Weighting for Rlw {
 
     fn load_state(&mut self, state: &WeightingState) -> Result<()> {
         check_method(state, "rlw")?;
-        self.rng.0 = state.rng_state.context("the rlw weighting state has no generator state")?;
+        self.rng.0 = state
+            .rng_state
+            .context("the rlw weighting state has no generator state")?;
         Ok(())
     }
 }

@@ -37,7 +37,9 @@ impl Weighting for Uncertainty {
             method: "uncertainty".into(),
             ..WeightingState::default()
         };
-        state.params.insert("loss_scale".into(), param_values(&self.loss_scale)?);
+        state
+            .params
+            .insert("loss_scale".into(), param_values(&self.loss_scale)?);
         Ok(state)
     }
 
