@@ -102,6 +102,38 @@ pub fn cholesky_solve(a: &[f64], k: usize, b: &[f64]) -> Option<Vec<f64>> {
     Some(x)
 }
 
+/// Solves `A x = b` for a general k x k row-major A by Gaussian elimination with partial pivoting; None
+/// if A is (numerically) singular.
+pub fn lu_solve(a: &[f64], k: usize, b: &[f64]) -> Option<Vec<f64>> {
+    let mut a = a.to_vec();
+    let mut x = b.to_vec();
+    let scale = a.iter().fold(0.0f64, |s, v| s.max(v.abs()));
+    for col in 0..k {
+        let piv = (col..k).max_by(|&i, &j| a[i * k + col].abs().total_cmp(&a[j * k + col].abs()))?;
+        if a[piv * k + col].abs() <= 1e-14 * scale || !a[piv * k + col].is_finite() {
+            return None;
+        }
+        if piv != col {
+            for j in 0..k {
+                a.swap(piv * k + j, col * k + j);
+            }
+            x.swap(piv, col);
+        }
+        for i in col + 1..k {
+            let f = a[i * k + col] / a[col * k + col];
+            for j in col..k {
+                a[i * k + j] -= f * a[col * k + j];
+            }
+            x[i] -= f * x[col];
+        }
+    }
+    for i in (0..k).rev() {
+        let s: f64 = (i + 1..k).map(|j| a[i * k + j] * x[j]).sum();
+        x[i] = (x[i] - s) / a[i * k + i];
+    }
+    Some(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
