@@ -11,6 +11,7 @@ pub(crate) mod data;
 pub(crate) mod eval;
 pub(crate) mod hook;
 mod inflight;
+pub mod mtl;
 pub(crate) mod plan;
 pub(crate) mod resume;
 pub(crate) mod sampling;
