@@ -21,7 +21,7 @@ fn load(text: &str) -> anyhow::Result<ExperimentConfig> {
 
 /// Every key of a resolved config with its value; a list contributes its first item as `key[]`.
 fn flatten(v: &Value, prefix: &str, out: &mut BTreeMap<String, Value>) {
-    if !prefix.is_empty() {
+    if !prefix.is_empty() && !prefix.ends_with("[]") {
         out.insert(prefix.to_string(), v.clone());
     }
     match v {

@@ -7,11 +7,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 
 use crate::analysis::plot::{plot_curves, CurvePoint, RunCurve, TaskCurve};
 use crate::runtime::amp::Precision;
 
-use crate::record::{read_metrics, MetricRow, Split, Summary, METRICS_FILE, SUMMARY_FILE};
+use crate::record::{read_metrics, FinalMetrics, MetricRow, Split, Summary, METRICS_FILE, SUMMARY_FILE};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RunData {
@@ -128,7 +129,7 @@ pub(crate) fn group_name(run: &str) -> &str {
 }
 
 /// Mean and sample standard deviation (`None` for a single value).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub(crate) struct Stat {
     pub mean: f64,
     pub std: Option<f64>,
@@ -157,7 +158,7 @@ impl Stat {
 }
 
 /// One table row: a run group (runs differing only in seed) and one task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct TableRow {
     pub scenario: String,
     pub group: String,
@@ -175,9 +176,62 @@ pub(crate) struct TableRow {
     pub train_examples_per_s: Option<Stat>,
 }
 
-#[derive(Debug, Clone)]
+/// One run as the comparison read it, before any merging: what `compare --json` gives scripts, so that none of
+/// them reads the records by hand.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct RunBrief {
+    pub dir: PathBuf,
+    pub run: String,
+    /// the table row's name it joins (base name, and the precision when not fp32)
+    pub group: String,
+    pub scenario: String,
+    pub seed: u64,
+    pub precision: Precision,
+    pub complete: bool,
+    pub frozen_unchanged: bool,
+    /// summary.json's final metrics per task
+    #[serde(rename = "final")]
+    pub final_metrics: BTreeMap<String, FinalMetrics>,
+    /// the evaluation before training (metrics.csv, epoch 0), per task
+    pub initial: BTreeMap<String, FinalMetrics>,
+}
+
+impl RunBrief {
+    fn of(r: &RunData) -> RunBrief {
+        let initial = r
+            .metrics
+            .iter()
+            .filter(|m| m.split == Split::Eval && m.epoch == 0)
+            .map(|m| {
+                let f = FinalMetrics {
+                    accuracy: m.accuracy,
+                    macro_f1: m.macro_f1,
+                    loss: m.loss,
+                    other: m.extra.clone(),
+                };
+                (m.task.clone(), f)
+            })
+            .collect();
+        RunBrief {
+            dir: r.dir.clone(),
+            run: r.summary.run.clone(),
+            group: r.group_label(),
+            scenario: r.summary.scenario.clone(),
+            seed: r.summary.seed,
+            precision: r.summary.precision.used,
+            complete: r.summary.complete,
+            frozen_unchanged: r.summary.frozen_unchanged,
+            final_metrics: r.summary.final_metrics.clone(),
+            initial,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub(crate) struct Comparison {
     pub rows: Vec<TableRow>,
+    pub runs: Vec<RunBrief>,
+    #[serde(skip)]
     pub curves: Vec<RunCurve>,
     pub n_runs: usize,
     pub n_groups: usize,
@@ -186,6 +240,7 @@ pub(crate) struct Comparison {
     /// Runs left out of the table because their metrics are not finite.
     pub left_out: Vec<String>,
     /// Files written: comparison.md, comparison.png, comparison.svg.
+    #[serde(skip)]
     pub outputs: Vec<PathBuf>,
 }
 
@@ -288,7 +343,15 @@ impl Group<'_> {
     }
 }
 
+/// Compares finished runs and writes comparison.md, comparison.png and comparison.svg into `out_dir`.
 pub(crate) fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
+    let mut cmp = analyse(dirs)?;
+    cmp.write(out_dir)?;
+    Ok(cmp)
+}
+
+/// Reads the runs and merges seeds into table rows; writes nothing.
+pub(crate) fn analyse(dirs: &[PathBuf]) -> Result<Comparison> {
     if dirs.is_empty() {
         bail!("no run directories given");
     }
@@ -306,13 +369,25 @@ pub(crate) fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
         );
     }
     let groups = group_runs(&runs)?;
-
     let rows: Vec<TableRow> = groups
         .iter()
         .flat_map(|g| g.tasks().into_iter().map(move |t| g.row(&t)))
         .collect();
+    Ok(Comparison {
+        rows,
+        runs: runs.iter().map(RunBrief::of).collect(),
+        curves: curves(&groups),
+        n_runs: runs.len(),
+        n_groups: groups.len(),
+        warnings: warnings(&runs),
+        left_out,
+        outputs: Vec::new(),
+    })
+}
+
+/// One curve per group, labelled by scenario, naming the group too only where a scenario has several.
+fn curves(groups: &[Group]) -> Vec<RunCurve> {
     let mut curves: Vec<RunCurve> = groups.iter().map(|g| g.curve(&g.tasks())).collect();
-    // Legend by scenario, naming the group too only where a scenario has several.
     for (i, g) in groups.iter().enumerate() {
         let shared = groups.iter().filter(|o| o.scenario == g.scenario).count() > 1;
         let mut label = if shared {
@@ -325,9 +400,13 @@ pub(crate) fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
         }
         curves[i].label = label;
     }
+    curves
+}
 
+/// Runs that did not finish or whose frozen parameters moved.
+fn warnings(runs: &[RunData]) -> Vec<String> {
     let mut warnings = Vec::new();
-    for r in &runs {
+    for r in runs {
         let (name, dir) = (&r.summary.run, r.dir.display());
         if !r.summary.complete {
             warnings.push(format!(
@@ -340,25 +419,7 @@ pub(crate) fn compare(dirs: &[PathBuf], out_dir: &Path) -> Result<Comparison> {
             ));
         }
     }
-    let mut cmp = Comparison {
-        rows,
-        curves,
-        n_runs: runs.len(),
-        n_groups: groups.len(),
-        warnings,
-        left_out,
-        outputs: Vec::new(),
-    };
-    fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let md_path = out_dir.join("comparison.md");
-    fs::write(&md_path, cmp.report()).with_context(|| format!("cannot write {}", md_path.display()))?;
-    cmp.outputs.push(md_path);
-    for ext in ["png", "svg"] {
-        let path = out_dir.join(format!("comparison.{ext}"));
-        plot_curves(&cmp.curves, &path)?;
-        cmp.outputs.push(path);
-    }
-    Ok(cmp)
+    warnings
 }
 
 fn cell(s: Option<Stat>, decimals: usize) -> String {
@@ -392,6 +453,20 @@ fn params_cell(s: Option<Stat>) -> String {
 }
 
 impl Comparison {
+    /// comparison.md, comparison.png and comparison.svg into `out_dir`, listed in `outputs`.
+    fn write(&mut self, out_dir: &Path) -> Result<()> {
+        fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+        let md_path = out_dir.join("comparison.md");
+        fs::write(&md_path, self.report()).with_context(|| format!("cannot write {}", md_path.display()))?;
+        self.outputs.push(md_path);
+        for ext in ["png", "svg"] {
+            let path = out_dir.join(format!("comparison.{ext}"));
+            plot_curves(&self.curves, &path)?;
+            self.outputs.push(path);
+        }
+        Ok(())
+    }
+
     pub(crate) fn to_markdown(&self) -> String {
         let esc = |s: &str| s.replace('|', "\\|");
         let mut md = String::from(

@@ -13,8 +13,12 @@ pub(super) struct CompareArgs {
     #[arg(required = true)]
     pub(crate) runs: Vec<PathBuf>,
     /// Where comparison.md, comparison.png and comparison.svg go (default: the first run's parent)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub(crate) out: Option<PathBuf>,
+    /// Print the comparison as JSON (the merged rows, and every run's final and epoch-0 metrics) and write no
+    /// files; what scripts read instead of the records
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 pub(super) fn print_comparison(cmp: &crate::analysis::compare::Comparison) {
@@ -39,9 +43,14 @@ pub(super) fn compare_runs(a: CompareArgs) -> Result<()> {
     if runs.is_empty() {
         bail!("no run directories among the arguments");
     }
+    if a.json {
+        let cmp = crate::analysis::compare::analyse(&runs)?;
+        crate::out!("{}", serde_json::to_string_pretty(&cmp)?);
+        return Ok(());
+    }
     let out = a
         .out
         .unwrap_or_else(|| runs[0].parent().map(PathBuf::from).unwrap_or_default());
-    super::results::print_comparison(&crate::analysis::compare::compare(&runs, &out)?);
+    print_comparison(&crate::analysis::compare::compare(&runs, &out)?);
     Ok(())
 }

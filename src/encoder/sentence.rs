@@ -5,10 +5,10 @@ use anyhow::{bail, Result};
 use indicatif::ProgressBar;
 use tch::{Device, Kind, Tensor};
 
+use crate::encoder::backbone::Encoder;
 use crate::encoder::model_folder::ModelFolder;
 use crate::encoder::pooling::{l2_normalize, pool, Pooling};
 use crate::encoder::tokenizer::{length_sorted_batches, Batch, TextTokenizer};
-use crate::encoder::Encoder;
 use crate::runtime::amp::Precision;
 use crate::util::progress::progress_bar;
 

@@ -8,7 +8,7 @@ use tch::Tensor;
 
 use crate::model::freeze::FreezePlan;
 use crate::model::group::ParamGroup;
-use crate::model::MultiTaskModel;
+use crate::model::multitask::MultiTaskModel;
 
 pub(crate) const FILE: &str = "checkpoint.safetensors";
 
