@@ -7,12 +7,14 @@
 
 mod encoder;
 mod freeze;
+mod mtl;
 mod overrides;
 mod task;
 mod train;
 
 pub use encoder::EncoderConfig;
 pub use freeze::{FreezeConfig, FrozenTaskLoss, Scenario};
+pub use mtl::{MtlConfig, StepMode, AGGREGATORS};
 pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
 pub use train::{Sampling, TrainConfig};
 
@@ -120,7 +122,24 @@ impl ExperimentConfig {
         if self.freeze.unfreeze_top_layers.is_some() && self.freeze.scenario == Scenario::All {
             bail!("freeze.unfreeze_top_layers: cannot be combined with scenario `all`");
         }
-        self.train.validate()
+        self.train.validate()?;
+        self.check_joint()
+    }
+
+    /// A joint step needs a task whose head trains (with every head frozen there is nothing to balance).
+    fn check_joint(&self) -> Result<()> {
+        let every_head_frozen = match &self.freeze.scenario {
+            Scenario::All => true,
+            Scenario::Head(_) => self.tasks.len() == 1,
+            _ => false,
+        };
+        if self.train.step == StepMode::Joint && every_head_frozen {
+            bail!(
+                "train.step: `joint` needs a task whose head trains, but freeze.scenario `{}` freezes every head",
+                self.freeze.scenario
+            );
+        }
+        Ok(())
     }
 }
 

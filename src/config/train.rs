@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use super::mtl::{MtlConfig, StepMode};
 use super::{count_range, in_range};
 use crate::runtime::amp::Precision;
 
@@ -44,6 +45,10 @@ pub struct TrainConfig {
     /// read the step losses, predictions and gradient norms kept on the device every N steps (and at each
     /// evaluation, checkpoint and epoch end): the only host reads in the loop, so a GPU never waits per step
     pub log_every_steps: usize,
+    /// per_task (one task's batch per step) or joint (one batch of every trained task per step)
+    pub step: StepMode,
+    /// how a joint step combines the tasks' gradients
+    pub mtl: MtlConfig,
 }
 
 impl Default for TrainConfig {
@@ -66,6 +71,8 @@ impl Default for TrainConfig {
             precision: Precision::Fp32,
             tf32: false,
             log_every_steps: 50,
+            step: StepMode::PerTask,
+            mtl: MtlConfig::default(),
         }
     }
 }
@@ -90,6 +97,6 @@ impl TrainConfig {
                 bail!("{key}: must be at least 1 (or null)");
             }
         }
-        Ok(())
+        self.mtl.validate(self.step)
     }
 }

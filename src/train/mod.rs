@@ -1,5 +1,5 @@
 //! Training: the loop (`trainer`: epochs and the cursor; `plan`: an epoch's steps; `step`: one optimisation
-//! step; `inflight`: step outputs awaiting a logging point; `eval`: evaluation points; `hook`: what else is measured at them; `data`: a task's tokenised data), the
+//! step; `joint`: a joint step's aggregated gradients; `mtl`: the aggregators and weightings; `inflight`: step outputs awaiting a logging point; `eval`: evaluation points; `hook`: what else is measured at them; `data`: a task's tokenised data), the
 //! harness's AdamW, the schedule and seeds, batch sampling, and training checkpoints for exact resume.
 //!
 //! Invariants: nothing in a training step reads the device from the host (fp16's skip decision aside);
@@ -11,6 +11,8 @@ pub(crate) mod data;
 pub(crate) mod eval;
 pub(crate) mod hook;
 mod inflight;
+mod joint;
+pub mod mtl;
 pub(crate) mod plan;
 pub(crate) mod resume;
 pub(crate) mod sampling;

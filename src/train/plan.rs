@@ -1,15 +1,20 @@
 //! An epoch's plan: its optimisation steps in visiting order, each with the batches it trains on, and the
 //! batch indices uploaded to the device in one piece so that a step slices instead of uploading.
 //!
-//! A step holds one part per task it trains. Today every step has exactly one part (the tasks' batches are
-//! mixed by `train.sampling`, sentence-transformers' multi-dataset design); the plan has room for a step over
-//! several tasks' batches (a joint step) without the loop changing shape.
+//! A step holds one part per task it trains. With `train.step: per_task` every step has exactly one part (the
+//! tasks' batches are mixed by `train.sampling`, sentence-transformers' multi-dataset design). With `joint`
+//! every step has one part per trained task, in task order: an epoch is as many steps as the largest task has
+//! batches, and a task that runs out of batches starts a fresh shuffled pass (drawn after every task's first
+//! pass, from the same RNG), so each step sees every task. Each task's first pass is shuffled once more, as
+//! proportional sampling shuffles the batches, so that a joint plan with one trained task is the per-task plan.
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tch::{Device, Tensor};
 
-use crate::config::TrainConfig;
+use rand::seq::SliceRandom;
+
+use crate::config::{StepMode, TrainConfig};
 use crate::runtime::device::upload;
 use crate::train::data::TaskData;
 use crate::train::sampling::{bucketed_batches, schedule};
@@ -62,13 +67,30 @@ impl EpochPlan {
                 false => Vec::new(),
             })
             .collect();
-        let steps = schedule(per_task, cfg.sampling, cfg.temperature, &mut rng)
-            .into_iter()
-            .map(|(task, idx)| StepPlan {
-                parts: vec![Part { task, idx }],
-            })
-            .collect();
+        let steps = match cfg.step {
+            StepMode::PerTask => schedule(per_task, cfg.sampling, cfg.temperature, &mut rng)
+                .into_iter()
+                .map(|(task, idx)| StepPlan {
+                    parts: vec![Part { task, idx }],
+                })
+                .collect(),
+            StepMode::Joint => joint_steps(tasks, per_task, cfg.batch_size, &mut rng),
+        };
         Self::upload(steps, device)
+    }
+
+    /// Steps in an epoch of `cfg` over the trained tasks: the sum of their batch counts for a per-task step,
+    /// the largest for a joint step.
+    pub(crate) fn steps_per_epoch(tasks: &[TaskData], trained: &[bool], cfg: &TrainConfig) -> usize {
+        let batches = tasks
+            .iter()
+            .zip(trained)
+            .filter(|(_, on)| **on)
+            .map(|(t, _)| t.train_ids.len().div_ceil(cfg.batch_size));
+        match cfg.step {
+            StepMode::PerTask => batches.sum(),
+            StepMode::Joint => batches.max().unwrap_or(0),
+        }
     }
 
     /// Uploads the steps' indices in one piece.
@@ -98,6 +120,37 @@ impl EpochPlan {
         let len = self.steps[step].parts[part].idx.len() as i64;
         self.flat.narrow(0, self.starts[step][part], len)
     }
+}
+
+/// Joint steps: step s takes batch s of every task with batches, a task's list extended by fresh passes.
+fn joint_steps(
+    tasks: &[TaskData],
+    mut per_task: Vec<Vec<Vec<usize>>>,
+    batch_size: usize,
+    rng: &mut StdRng,
+) -> Vec<StepPlan> {
+    for batches in per_task.iter_mut() {
+        batches.shuffle(rng);
+    }
+    let len = per_task.iter().map(Vec::len).max().unwrap_or(0);
+    for (t, batches) in per_task.iter_mut().enumerate() {
+        while !batches.is_empty() && batches.len() < len {
+            batches.extend(bucketed_batches(&tasks[t].train_lengths(), batch_size, rng));
+        }
+    }
+    (0..len)
+        .map(|s| StepPlan {
+            parts: per_task
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| !b.is_empty())
+                .map(|(task, b)| Part {
+                    task,
+                    idx: b[s].clone(),
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! One optimisation step: the forward pass and loss of every part of the step (under autocast at the run's
-//! precision), one backward pass over their weighted sum, clipping, the AdamW update (skipped when fp16's loss
+//! precision), one backward pass over their weighted sum (or, for a joint step under `train.mtl.aggregator`,
+//! one per part with the encoder's gradients aggregated: see `joint`), clipping, the AdamW update (skipped when fp16's loss
 //! scaler found an overflow), and the outputs left on the device for the next logging point.
 //!
 //! Dropout's generator is reseeded from (seed, step) first, so a resumed run draws the same masks.
@@ -13,6 +14,7 @@ use crate::record::Split;
 use crate::runtime::amp;
 use crate::train::adamw::AdamW;
 use crate::train::inflight::{InFlight, PartOut};
+use crate::train::joint::aggregated_grads;
 use crate::train::plan::EpochPlan;
 use crate::train::schedule::mix;
 use crate::train::trainer::Trainer;
@@ -30,10 +32,13 @@ impl Trainer<'_> {
     ) -> Result<()> {
         let t0 = Instant::now();
         tch::manual_seed(mix(self.seed, (1 << 40) + self.step as u64) as i64);
-        let (mut parts, mut total) = (Vec::new(), None::<Tensor>);
+        let (mut parts, mut total, mut weighted_parts) = (Vec::new(), None::<Tensor>, Vec::new());
         for (k, part) in plan.steps[pos].parts.iter().enumerate() {
             let (out, loss) = self.part_loss(plan, pos, k)?;
             let weighted = &loss * self.tasks[part.task].loss_weight;
+            if self.aggregator.is_some() {
+                weighted_parts.push(weighted.shallow_clone());
+            }
             total = Some(match total {
                 None => weighted,
                 Some(t) => t + weighted,
@@ -41,7 +46,15 @@ impl Trainer<'_> {
             parts.push(out);
         }
         let total = total.expect("a planned step has at least one part");
-        let norm = self.backward_and_update(opt, &total, factor)?;
+        // the optimizer's first set is the encoder's trainable tensors (`Trainer::optimizer`)
+        let shared = opt.sets[0].slots.len();
+        let norm = match self.aggregator.as_deref() {
+            Some(agg) if shared > 0 => {
+                let grads = aggregated_grads(agg, &weighted_parts, &opt.params(), shared)?;
+                self.clip_and_update(opt, grads, false, factor)?
+            }
+            _ => self.backward_and_update(opt, &total, factor)?,
+        };
         if let Some(scaler) = &mut self.scaler {
             scaler.update();
             if scaler.collapsed() {
@@ -98,6 +111,11 @@ impl Trainer<'_> {
             }
             None => (Tensor::run_backward(&[loss], &params, false, false), false),
         };
+        self.clip_and_update(opt, grads, skipped, factor)
+    }
+
+    /// Clipping of `grads` (in `opt.params()` order) and the update unless `skipped`; returns the norm.
+    fn clip_and_update(&self, opt: &mut AdamW, grads: Vec<Tensor>, skipped: bool, factor: f64) -> Result<Tensor> {
         // no defined gradient at all counts as a norm of 0, as the host-side clipping had it
         let norm = amp::clip_grad_norm(&grads, self.cfg.grad_clip)?
             .unwrap_or_else(|| Tensor::zeros([], (tch::Kind::Float, self.model.sentence.device)));

@@ -27,6 +27,8 @@ use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::data::TaskData;
 use crate::train::hook::EvalHook;
 use crate::train::inflight::Pending;
+use crate::train::joint::build_aggregator;
+use crate::train::mtl::Aggregator;
 use crate::train::plan::EpochPlan;
 use crate::train::resume::{self, EpochStats, Progress, Saved};
 use crate::train::schedule::lr_factor;
@@ -95,6 +97,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) pending: Pending,
     pub(crate) scaler: Option<GradScaler>,
     pub(crate) hooks: Vec<Box<dyn EvalHook + 'a>>,
+    /// a joint step's gradient aggregator (`train.mtl.aggregator`, built in `fit`); None: the weighted sum
+    pub(crate) aggregator: Option<Box<dyn Aggregator>>,
     pub(crate) step: usize,
     pub(crate) examples_seen: usize,
     pub(crate) train_s: f64,
@@ -124,6 +128,7 @@ impl<'a> Trainer<'a> {
             pending: Pending::default(),
             scaler: None,
             hooks: Vec::new(),
+            aggregator: None,
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
@@ -392,14 +397,14 @@ impl<'a> Trainer<'a> {
             crate::say!("nothing to train in this scenario: evaluated once, no optimizer built");
             return Ok(self.stats());
         }
+        self.aggregator = build_aggregator(&self.cfg.mtl)?;
+        if self.aggregator.is_some() && self.scaler.is_some() {
+            anyhow::bail!(
+                "train.mtl.aggregator: not supported with fp16 (its loss scaling) yet; use precision fp32 or bf16"
+            );
+        }
         let mut opt = self.optimizer()?;
-        let steps_per_epoch: usize = self
-            .tasks
-            .iter()
-            .zip(&trained)
-            .filter(|(_, on)| **on)
-            .map(|(t, _)| t.train_ids.len().div_ceil(self.cfg.batch_size))
-            .sum();
+        let steps_per_epoch = EpochPlan::steps_per_epoch(self.tasks, &trained, self.cfg);
         let total = (steps_per_epoch * self.cfg.epochs).max(1);
         let warmup = (self.cfg.warmup_ratio * total as f64).round() as usize;
         let mut at = match resumed {
