@@ -23,9 +23,10 @@ fn load(dir: &Path, freeze: &str, train: &str) -> ExperimentConfig {
     ExperimentConfig::load(&p, &[]).unwrap()
 }
 
+/// Runs the config, replacing a finished run of the same name on purpose (several tests run variants in one folder).
 fn run(dir: &Path, freeze: &str, train: &str) -> (ExperimentConfig, Outcome) {
     let cfg = load(dir, freeze, train);
-    let out = experiment::run(&cfg, Start::Fresh).unwrap();
+    let out = experiment::run(&cfg, Start::Restart).unwrap();
     (cfg, out)
 }
 

