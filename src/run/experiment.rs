@@ -56,7 +56,9 @@ impl std::error::Error for AlreadyComplete {}
 /// no-op, unless an interrupted `--restart` of it left a checkpoint to continue.
 fn guard_result(rd: &RunDir, name: &str, start: Start) -> Result<()> {
     let fin = rd.path();
-    if start == Start::Restart || !fin.exists() {
+    // a result folder whose summary does not say complete (an older interrupted run) is not a finished result
+    let finished = crate::record::Summary::read(&fin.join(crate::record::SUMMARY_FILE)).is_ok_and(|s| s.complete);
+    if start == Start::Restart || !finished {
         return Ok(());
     }
     if start == Start::Resume {
