@@ -2,32 +2,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
-use harness::encoder::Encoder;
-use harness::encoder::ModelFolder;
-use tch::Device;
-
-const TINY_DISTILBERT: &str = r#"{"model_type": "distilbert", "vocab_size": 30522, "dim": 16, "n_layers": 1,
-  "n_heads": 2, "hidden_dim": 24, "max_position_embeddings": 64}"#;
-
-/// A complete, valid tiny DistilBERT folder with random weights saved by harness itself.
-fn tiny_folder(root: &Path) -> PathBuf {
-    let dir = root.join("tiny");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), TINY_DISTILBERT).unwrap();
-    let vocab = ModelFolder::open("all-MiniLM-L6-v2").unwrap().vocab;
-    std::fs::copy(vocab, dir.join("vocab.txt")).unwrap();
-    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
-    let folder = ModelFolder::open(dir.to_str().unwrap()).unwrap();
-    Encoder::build(&folder, Device::Cpu)
-        .unwrap()
-        .vs
-        .save(dir.join("model.safetensors"))
-        .unwrap();
-    dir
-}
 
 fn embed(model: &Path) -> std::process::Output {
     harness(&["embed", "--model", model.to_str().unwrap(), "hello"])

@@ -10,28 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use harness::encoder::{Encoder, ModelFolder};
-use tch::{Device, Kind, Tensor};
-
-const TINY_DISTILBERT: &str = r#"{"model_type": "distilbert", "vocab_size": 30522, "dim": 16, "n_layers": 1,
-  "n_heads": 2, "hidden_dim": 24, "max_position_embeddings": 64}"#;
-
-/// A complete, valid tiny DistilBERT folder with random weights saved by harness itself.
-fn tiny_folder(root: &Path) -> PathBuf {
-    let dir = root.join("tiny");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), TINY_DISTILBERT).unwrap();
-    let vocab = ModelFolder::open("all-MiniLM-L6-v2").unwrap().vocab;
-    std::fs::copy(vocab, dir.join("vocab.txt")).unwrap();
-    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
-    let folder = ModelFolder::open(dir.to_str().unwrap()).unwrap();
-    Encoder::build(&folder, Device::Cpu)
-        .unwrap()
-        .vs
-        .save(dir.join("model.safetensors"))
-        .unwrap();
-    dir
-}
+use tch::{Kind, Tensor};
 
 /// Rewrites one tensor of the folder's weights with `change`.
 fn edit_weight(dir: &Path, name: &str, change: impl Fn(&Tensor) -> Tensor) {

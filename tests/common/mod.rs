@@ -163,3 +163,23 @@ pub fn checkpointed_step(partial: &Path) -> Option<usize> {
         .as_u64()
         .map(|s| s as usize)
 }
+
+pub const TINY_DISTILBERT: &str = r#"{"model_type": "distilbert", "vocab_size": 30522, "dim": 16, "n_layers": 1,
+  "n_heads": 2, "hidden_dim": 24, "max_position_embeddings": 64}"#;
+
+/// A complete, valid tiny DistilBERT folder with random weights saved by harness itself.
+pub fn tiny_folder(root: &Path) -> PathBuf {
+    let dir = root.join("tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), TINY_DISTILBERT).unwrap();
+    let vocab = harness::encoder::ModelFolder::open("all-MiniLM-L6-v2").unwrap().vocab;
+    std::fs::copy(vocab, dir.join("vocab.txt")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
+    let folder = harness::encoder::ModelFolder::open(dir.to_str().unwrap()).unwrap();
+    harness::encoder::Encoder::build(&folder, tch::Device::Cpu)
+        .unwrap()
+        .vs
+        .save(dir.join("model.safetensors"))
+        .unwrap();
+    dir
+}
