@@ -1,7 +1,7 @@
 //! Exact resume of every stateful loss weighting (uncertainty's learned log-variances and their AdamW moments,
 //! DWA's and GradNorm's loss history, RLW's generator), the hard way: each run is killed with SIGKILL at a
 //! random step, resumed, stopped with SIGTERM at a later step, resumed again, and must end with the
-//! uninterrupted run's metrics.csv and final weights.
+//! uninterrupted run's metrics.csv, final weights and conflict.csv (gradient conflicts logged every 3 steps).
 
 mod common;
 
@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::*;
-use harness::record::Summary;
+use harness::record::{read_conflicts, Summary, CONFLICT_FILE};
 
 /// The top layer and both heads train; 3 joint epochs of 10 steps (160 and 64 examples in batches of 16; DWA
 /// weighs from epoch 3, GradNorm from 2), a checkpoint after every step.
 /// The run uses a random tiny two-layer DistilBERT (`tiny_model`).
 fn write_config(dir: &Path, method: &str) -> PathBuf {
-    let train = format!("  epochs: 3\n  checkpoint_every_steps: 1\n  step: joint\n  mtl: {{weighting: {method}}}");
+    let train = format!(
+        "  epochs: 3\n  checkpoint_every_steps: 1\n  step: joint\n  mtl: {{weighting: {method}, log_conflict_every: 3}}"
+    );
     let model = tiny_model(dir, 2);
     let text = config_text_on(&model, dir, "  scenario: none\n  unfreeze_top_layers: 1", &train);
     let p = dir.join("c.yaml");
@@ -108,6 +110,10 @@ fn killed_twice_then_resumed_equals_uninterrupted(method: &str) {
         "{method}: killed after step {after_kill:?}, stopped after {after_term:?}"
     );
     assert_eq!(weights(&d.path().join("k")), weights(&d.path().join("ref")), "{method}");
+    let conflicts = |run: &str| read_conflicts(&d.path().join(run).join(CONFLICT_FILE)).unwrap();
+    assert_eq!(conflicts("k"), conflicts("ref"), "{method}: conflict.csv");
+    // steps 3, 6, ..., 30; groups layer.1 (the one that trains) and encoder; one task pair
+    assert_eq!(conflicts("ref").len(), 10 * 2, "{method}");
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::path::Path;
 use common::*;
 use harness::config::{ExperimentConfig, WEIGHTINGS};
 use harness::model::MultiTaskModel;
+use harness::record::{read_conflicts, CONFLICT_FILE};
 use harness::run::experiment::{self, Outcome, Start};
 
 /// libtorch's RNG (head initialisation, dropout, PCGrad's order) is process-global: in-process runs take turns.
@@ -101,7 +102,8 @@ fn two_task_joint_runs_aggregate_and_keep_frozen_tensors() {
     assert_eq!(sum.summary.steps, 3);
     assert_eq!(sum.summary.examples_seen, 3 * 16 + 3 * 16);
     let sum_rows = metrics(&sum.dir);
-    for name in ["pcgrad", "upgrad"] {
+    // (not pcgrad: where the tiny model's two gradients do not conflict it is the sum, exactly)
+    for name in ["mgda", "upgrad"] {
         let e = tempfile::tempdir().unwrap();
         let got = run(
             e.path(),
@@ -166,6 +168,55 @@ fn every_loss_weighting_trains_two_tasks_and_reports_its_state() {
     }
 }
 
+#[test]
+fn conflict_logging_writes_every_group_and_pair_and_changes_nothing() {
+    let _serial = serial();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let plain = run(a.path(), "  scenario: none", "  step: joint");
+    let logged = run(
+        b.path(),
+        "  scenario: none",
+        "  step: joint\n  mtl: {log_conflict_every: 1}",
+    );
+    assert_eq!(
+        metrics(&plain.dir),
+        metrics(&logged.dir),
+        "logging conflicts changed training"
+    );
+    assert!(same_tensors(&plain.model, &logged.model));
+    assert!(!plain.dir.join(CONFLICT_FILE).exists());
+    let rows = read_conflicts(&logged.dir.join(CONFLICT_FILE)).unwrap();
+    // 3 steps x (embeddings, layer.0, layer.1, encoder) x one pair
+    let groups: Vec<&str> = rows.iter().take(4).map(|r| r.group.as_str()).collect();
+    assert_eq!(groups, ["embeddings", "layer.0", "layer.1", "encoder"]);
+    assert_eq!(rows.len(), 3 * 4);
+    assert_eq!(
+        rows.iter()
+            .map(|r| r.step)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
+    for r in &rows {
+        assert_eq!((r.task_a.as_str(), r.task_b.as_str()), ("sentiment", "topic"));
+        assert!(r.cosine.is_some_and(|c| (-1.0..=1.0).contains(&c)), "{r:?}");
+        assert!(r.norm_ratio.is_some_and(|x| x > 0.0), "{r:?}");
+    }
+    let out = tempfile::tempdir().unwrap();
+    let cmp = harness(&[
+        "compare",
+        logged.dir.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(cmp.status.success(), "{}", String::from_utf8_lossy(&cmp.stderr));
+    let svg = std::fs::read_to_string(out.path().join("conflict.svg")).unwrap();
+    assert!(svg.contains("mean gradient cosine") && svg.contains("sentiment – topic"));
+    assert!(std::fs::read(out.path().join("conflict.png"))
+        .unwrap()
+        .starts_with(b"\x89PNG"));
+}
+
 /// `harness run` on the tiny config with `freeze`/`train`: a user error naming `needle`, nothing written.
 fn refused(freeze: &str, train: &str, needle: &str) {
     let d = tempfile::tempdir().unwrap();
@@ -203,6 +254,16 @@ fn bad_joint_settings_are_user_errors_before_the_lock() {
         "  scenario: none",
         "  step: joint\n  mtl: {weighting: uncertainity}",
         "unknown method `uncertainity` (did you mean `uncertainty`?",
+    );
+    refused(
+        "  scenario: none",
+        "  mtl: {log_conflict_every: 5}",
+        "train.mtl.log_conflict_every: needs `train.step: joint`",
+    );
+    refused(
+        "  scenario: none",
+        "  step: joint\n  mtl: {log_conflict_every: 0}",
+        "train.mtl.log_conflict_every: 0 is out of range",
     );
     refused(
         "  scenario: none",

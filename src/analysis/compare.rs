@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::analysis::plot::{plot_curves, CurvePoint, RunCurve, TaskCurve};
+use crate::analysis::conflict::conflict_curves;
+use crate::analysis::plot::{plot_curves, plot_on, Axes, CurvePoint, RunCurve, TaskCurve};
 use crate::runtime::amp::Precision;
 
 use crate::record::{read_metrics, FinalMetrics, MetricRow, Split, Summary, METRICS_FILE, SUMMARY_FILE};
@@ -233,13 +234,18 @@ pub(crate) struct Comparison {
     pub runs: Vec<RunBrief>,
     #[serde(skip)]
     pub curves: Vec<RunCurve>,
+    /// mean gradient cosine per encoder group, for the run groups that logged conflicts (conflict.csv)
+    #[serde(skip)]
+    pub conflict: Vec<RunCurve>,
+    #[serde(skip)]
+    conflict_axes: Option<Axes>,
     pub n_runs: usize,
     pub n_groups: usize,
     /// Runs that did not finish or whose frozen parameters changed.
     pub warnings: Vec<String>,
     /// Runs left out of the table because their metrics are not finite.
     pub left_out: Vec<String>,
-    /// Files written: comparison.md, comparison.png, comparison.svg.
+    /// Files written: comparison.md, comparison.png, comparison.svg (and conflict.png, conflict.svg).
     #[serde(skip)]
     pub outputs: Vec<PathBuf>,
 }
@@ -373,10 +379,19 @@ pub(crate) fn analyse(dirs: &[PathBuf]) -> Result<Comparison> {
         .iter()
         .flat_map(|g| g.tasks().into_iter().map(move |t| g.row(&t)))
         .collect();
+    let curves = curves(&groups);
+    let labelled: Vec<(String, Vec<&Path>)> = curves
+        .iter()
+        .zip(&groups)
+        .map(|(c, g)| (c.label.clone(), g.runs.iter().map(|r| r.dir.as_path()).collect()))
+        .collect();
+    let (conflict, axes) = conflict_curves(&labelled)?;
     Ok(Comparison {
         rows,
         runs: runs.iter().map(RunBrief::of).collect(),
-        curves: curves(&groups),
+        conflict_axes: (!conflict.is_empty()).then_some(axes),
+        conflict,
+        curves,
         n_runs: runs.len(),
         n_groups: groups.len(),
         warnings: warnings(&runs),
@@ -463,6 +478,13 @@ impl Comparison {
             let path = out_dir.join(format!("comparison.{ext}"));
             plot_curves(&self.curves, &path)?;
             self.outputs.push(path);
+        }
+        if let Some(axes) = &self.conflict_axes {
+            for ext in ["png", "svg"] {
+                let path = out_dir.join(format!("conflict.{ext}"));
+                plot_on(&self.conflict, &path, axes)?;
+                self.outputs.push(path);
+            }
         }
         Ok(())
     }

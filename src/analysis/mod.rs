@@ -1,4 +1,4 @@
-//! Reading results and representations back: comparing finished runs (table, plots), STS evaluation of an
+//! Reading results and representations back: comparing finished runs (table, plots, the gradient-conflict plot), STS evaluation of an
 //! encoder, and linear CKA between two representations of the same sentences.
 //!
 //! Imports `record`, `encoder`, `data`, `model` (metrics) and the layers below; never `train` or `run`, so that
@@ -6,6 +6,7 @@
 
 pub mod cka;
 pub(crate) mod compare;
+pub(crate) mod conflict;
 pub(crate) mod plot;
 pub(crate) mod sts;
 pub use sts::StsPairs;

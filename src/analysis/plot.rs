@@ -93,6 +93,32 @@ fn color(i: usize) -> RGBColor {
 
 /// Writes the plot as PNG or SVG, chosen by `path`'s extension.
 pub(crate) fn plot_curves(runs: &[RunCurve], path: &Path) -> Result<()> {
+    plot_on(runs, path, &Axes::accuracy())
+}
+
+/// What the axes show: their descriptions, the y values' bounds, and names for the x positions (none: the
+/// numbers, as epochs are).
+#[derive(Debug, Clone)]
+pub(crate) struct Axes {
+    pub x: String,
+    pub y: String,
+    pub bounds: (f64, f64),
+    pub x_names: Vec<String>,
+}
+
+impl Axes {
+    fn accuracy() -> Axes {
+        Axes {
+            x: "epoch".into(),
+            y: "eval accuracy".into(),
+            bounds: (0.0, 1.0),
+            x_names: Vec::new(),
+        }
+    }
+}
+
+/// One panel per task (the points' `epoch` is the x position), one line per run, on `axes`.
+pub(crate) fn plot_on(runs: &[RunCurve], path: &Path, axes: &Axes) -> Result<()> {
     fonts();
     let mut tasks: Vec<&str> = Vec::new();
     for t in runs.iter().flat_map(|r| &r.tasks).filter(|t| !t.points.is_empty()) {
@@ -101,7 +127,7 @@ pub(crate) fn plot_curves(runs: &[RunCurve], path: &Path) -> Result<()> {
         }
     }
     if tasks.is_empty() {
-        bail!("{}: no eval accuracy to plot", path.display());
+        bail!("{}: no {} to plot", path.display(), axes.y);
     }
     let width = PANEL.0 * tasks.len() as u32;
     let legend = legend_layout(runs, width)?;
@@ -119,6 +145,7 @@ pub(crate) fn plot_curves(runs: &[RunCurve], path: &Path) -> Result<()> {
         runs,
         &tasks,
         &legend,
+        axes,
     )
     .with_context(|| format!("cannot draw {}", path.display()))?;
     match ext.as_str() {
@@ -154,7 +181,7 @@ fn legend_layout(runs: &[RunCurve], width: u32) -> Result<Vec<LegendEntry>> {
     Ok(entries)
 }
 
-fn y_range(runs: &[RunCurve], task: &str) -> (f64, f64) {
+fn y_range(runs: &[RunCurve], task: &str, (min, max): (f64, f64)) -> (f64, f64) {
     let pts = runs
         .iter()
         .flat_map(|r| &r.tasks)
@@ -166,9 +193,9 @@ fn y_range(runs: &[RunCurve], task: &str) -> (f64, f64) {
     // Tight, so small differences between scenarios are visible, but at least
     // 0.1 tall so that noise is not blown up to fill the panel.
     let pad = ((hi - lo) * 0.08).max(0.02);
-    let (mut lo, mut hi) = ((lo - pad).max(0.0), (hi + pad).min(1.0));
+    let (mut lo, mut hi) = ((lo - pad).max(min), (hi + pad).min(max));
     if hi - lo < 0.1 {
-        let mid = ((lo + hi) / 2.0).clamp(0.05, 0.95);
+        let mid = ((lo + hi) / 2.0).clamp(min + 0.05, max - 0.05);
         (lo, hi) = (mid - 0.05, mid + 0.05);
     }
     (lo, hi)
@@ -179,6 +206,7 @@ fn draw<DB: DrawingBackend>(
     runs: &[RunCurve],
     tasks: &[&str],
     legend: &[LegendEntry],
+    axes: &Axes,
 ) -> Result<()>
 where
     DB::ErrorType: 'static,
@@ -194,7 +222,7 @@ where
             .max()
             .unwrap_or(0)
             .max(1);
-        let (y0, y1) = y_range(runs, task);
+        let (y0, y1) = y_range(runs, task, axes.bounds);
         let mut chart = ChartBuilder::on(area)
             .caption(*task, (FONT, 24).into_font().style(FontStyle::Bold))
             .margin(14)
@@ -203,11 +231,15 @@ where
             .build_cartesian_2d(0..max_epoch, y0..y1)?;
         chart
             .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("eval accuracy")
+            .x_desc(axes.x.as_str())
+            .y_desc(axes.y.as_str())
             .axis_desc_style((FONT, 18))
             .label_style((FONT, 15))
-            .x_labels((max_epoch as usize + 1).min(11))
+            .x_labels((max_epoch as usize + 1).min(if axes.x_names.is_empty() { 11 } else { 40 }))
+            .x_label_formatter(&|x| match axes.x_names.get(*x as usize) {
+                Some(name) => name.clone(),
+                None => x.to_string(),
+            })
             .y_labels(8)
             .y_label_formatter(&|v| format!("{v:.2}"))
             .light_line_style(TRANSPARENT)
@@ -312,12 +344,12 @@ mod tests {
     #[test]
     fn y_range_is_tight_but_not_degenerate() {
         let runs = [curve("a", &[0.80, 0.81], 0.0)];
-        let (lo, hi) = y_range(&runs, "sst2");
+        let (lo, hi) = y_range(&runs, "sst2", (0.0, 1.0));
         assert!(
             lo <= 0.80 && hi >= 0.81 && hi - lo >= 0.1 - 1e-12 && lo > 0.5,
             "{lo}..{hi}"
         );
-        let (lo, hi) = y_range(&[curve("b", &[0.0, 1.0], 0.0)], "sst2");
+        let (lo, hi) = y_range(&[curve("b", &[0.0, 1.0], 0.0)], "sst2", (0.0, 1.0));
         assert_eq!((lo, hi), (0.0, 1.0));
     }
 }

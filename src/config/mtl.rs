@@ -58,6 +58,8 @@ pub struct MtlConfig {
     pub gradnorm_alpha: f64,
     /// the learning rate of a weighting's own parameters (uncertainty, gradnorm); None: `train.lr_heads`
     pub weighting_lr: Option<f64>,
+    /// every N steps, the tasks' gradient cosines and norm ratios per encoder group into conflict.csv
+    pub log_conflict_every: Option<usize>,
 }
 
 impl Default for MtlConfig {
@@ -71,6 +73,7 @@ impl Default for MtlConfig {
             dwa_temperature: 2.0,
             gradnorm_alpha: 1.5,
             weighting_lr: None,
+            log_conflict_every: None,
         }
     }
 }
@@ -105,6 +108,12 @@ impl MtlConfig {
             );
         }
         in_range("train.mtl.gradnorm_alpha", self.gradnorm_alpha, 0.0, 1e3)?;
+        if let Some(n) = self.log_conflict_every {
+            super::count_range("train.mtl.log_conflict_every", n, 1, 1 << 30)?;
+            if step == StepMode::PerTask {
+                bail!("train.mtl.log_conflict_every: needs `train.step: joint` for now (a per-task step has one task's gradient)");
+            }
+        }
         if let Some(lr) = self.weighting_lr {
             in_range("train.mtl.weighting_lr", lr, 0.0, 1e6)?;
         }

@@ -19,14 +19,14 @@ use crate::model::report::{group_infos, groups_table};
 use crate::model::task::TaskKind;
 use crate::model::MultiTaskModel;
 use crate::record::{
-    read_metrics, FinalMetrics, MetricsWriter, PrecisionRecord, Provenance, Split, Summary, CONFIG_FILE, METRICS_FILE,
-    SUMMARY_FILE,
+    read_metrics, ConflictWriter, FinalMetrics, MetricsWriter, PrecisionRecord, Provenance, Split, Summary,
+    CONFIG_FILE, CONFLICT_FILE, METRICS_FILE, SUMMARY_FILE,
 };
 use crate::run::run_dir::{RunDir, RunLock};
 use crate::runtime::amp;
 use crate::runtime::device::{describe, device_name, parse_device};
 use crate::train::resume::{self, Saved};
-use crate::train::{Checkpoints, FitStats, Setup, TaskData, Trainer};
+use crate::train::{Checkpoints, ConflictLog, FitStats, Setup, TaskData, Trainer};
 use crate::util::interrupt;
 
 /// What to do with an interrupted run's `.partial` found at the start.
@@ -245,6 +245,17 @@ fn train_and_commit(
             MetricsWriter::create(&metrics_path, &extra_columns(&tasks))?
         }
     };
+    let conflict = match cfg.train.mtl.log_conflict_every {
+        Some(every) => {
+            let path = work.join(CONFLICT_FILE);
+            let writer = match &saved {
+                Some(s) => ConflictWriter::truncate_to(&path, s.progress.conflict_rows)?,
+                None => ConflictWriter::create(&path)?,
+            };
+            Some(ConflictLog { every, writer })
+        }
+        None => None,
+    };
     // from here a signal checkpoints at the next safe point; before, it ends the run at once (nothing to save)
     let _defer = interrupt::defer();
     let frozen = Snapshot::take(plan.select(&groups, false)?);
@@ -257,7 +268,8 @@ fn train_and_commit(
         scenario: &scenario,
         seed: cfg.seed,
     })
-    .with_precision(precision.used);
+    .with_precision(precision.used)
+    .with_conflict_log(conflict);
     if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
         trainer.cache_features()?;
     }

@@ -61,6 +61,9 @@ pub(crate) struct Progress {
     /// the loss weighting's state (`train.mtl.weighting`)
     #[serde(default)]
     pub weighting: Option<WeightingCheckpoint>,
+    /// conflict.csv rows written at this point
+    #[serde(default)]
+    pub conflict_rows: usize,
 }
 
 #[derive(Serialize, Deserialize)]

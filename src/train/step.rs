@@ -14,6 +14,7 @@ use tch::{Reduction, Tensor};
 use crate::record::Split;
 use crate::runtime::amp;
 use crate::train::adamw::AdamW;
+use crate::train::conflict::measure;
 use crate::train::inflight::{InFlight, PartOut};
 use crate::train::joint::aggregated_grads;
 use crate::train::plan::EpochPlan;
@@ -33,9 +34,10 @@ impl Trainer<'_> {
     ) -> Result<()> {
         let t0 = Instant::now();
         tch::manual_seed(mix(self.seed, (1 << 40) + self.step as u64) as i64);
-        let (mut parts, mut losses) = (Vec::new(), Vec::new());
+        let (mut parts, mut losses, mut raw) = (Vec::new(), Vec::new(), Vec::new());
         for (k, part) in plan.steps[pos].parts.iter().enumerate() {
             let (out, loss) = self.part_loss(plan, pos, k)?;
+            raw.push(loss.shallow_clone());
             losses.push(match self.weighting {
                 // a loss weighting takes the unweighted losses (their loss_weight is 1: config checks it)
                 Some(_) => loss,
@@ -43,6 +45,7 @@ impl Trainer<'_> {
             });
             parts.push(out);
         }
+        self.log_conflict(opt, plan, pos, &raw, epoch)?;
         let norm = self.gradients_and_update(opt, &losses, factor)?;
         if let Some(scaler) = &mut self.scaler {
             scaler.update();
@@ -62,6 +65,38 @@ impl Trainer<'_> {
         self.step += 1;
         self.examples_seen += examples;
         self.train_s += t0.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    /// conflict.csv's rows for this step, when it is a logged one (`conflict`), from the parts' unweighted
+    /// `losses`.
+    fn log_conflict(
+        &mut self,
+        opt: &AdamW,
+        plan: &EpochPlan,
+        pos: usize,
+        losses: &[Tensor],
+        epoch: usize,
+    ) -> Result<()> {
+        let Some(log) = &mut self.conflict else {
+            return Ok(());
+        };
+        if !log.due(self.step + 1) {
+            return Ok(());
+        }
+        let tasks: Vec<&str> = plan.steps[pos]
+            .parts
+            .iter()
+            .map(|p| self.tasks[p.task].name.as_str())
+            .collect();
+        let (params, names): (Vec<Tensor>, Vec<String>) = opt.sets[0]
+            .slots
+            .iter()
+            .map(|s| (s.param.shallow_clone(), s.name.clone()))
+            .unzip();
+        for row in measure(losses, &tasks, &params, &names, (self.step + 1, epoch))? {
+            log.writer.write(&row)?;
+        }
         Ok(())
     }
 

@@ -24,6 +24,7 @@ use crate::record::{MetricRow, MetricsWriter, Split, WeightingSummary};
 use crate::runtime::amp::{self, GradScaler, Precision};
 use crate::runtime::device::upload;
 use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::conflict::ConflictLog;
 use crate::train::data::TaskData;
 use crate::train::hook::EvalHook;
 use crate::train::inflight::Pending;
@@ -104,6 +105,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) aggregator: Option<Box<dyn Aggregator>>,
     /// a joint step's loss weighting (`train.mtl.weighting`, built in `fit`); None: the tasks' `loss_weight`s
     pub(crate) weighting: Option<LossWeighting>,
+    /// conflict.csv, when `train.mtl.log_conflict_every` is set
+    pub(crate) conflict: Option<ConflictLog>,
     pub(crate) step: usize,
     pub(crate) examples_seen: usize,
     pub(crate) train_s: f64,
@@ -135,6 +138,7 @@ impl<'a> Trainer<'a> {
             hooks: Vec::new(),
             aggregator: None,
             weighting: None,
+            conflict: None,
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
@@ -147,6 +151,12 @@ impl<'a> Trainer<'a> {
     pub(crate) fn with_precision(mut self, precision: Precision) -> Self {
         self.precision = precision;
         self.scaler = (precision == Precision::Fp16).then(|| GradScaler::new(self.model.sentence.device));
+        self
+    }
+
+    /// Logs gradient conflicts into `log` (see `conflict`).
+    pub(crate) fn with_conflict_log(mut self, log: Option<ConflictLog>) -> Self {
+        self.conflict = log;
         self
     }
 
@@ -370,6 +380,7 @@ impl<'a> Trainer<'a> {
             precision: self.precision,
             loss_scale: self.scaler.as_ref().map(GradScaler::state),
             weighting: self.weighting.as_ref().map(LossWeighting::checkpoint).transpose()?,
+            conflict_rows: self.conflict.as_ref().map_or(0, |c| c.writer.written()),
         };
         resume::save(
             &ckpt.dir,

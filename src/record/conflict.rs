@@ -1,0 +1,117 @@
+//! `conflict.csv`: where in the encoder tasks' gradients agree or fight (`train.mtl.log_conflict_every`). One
+//! row per logged step, parameter group (`embeddings`, `layer.N`, and `encoder`: all its trainable tensors)
+//! and task pair: the cosine of the two tasks' gradients of that group and the ratio of their norms. A value
+//! that is undefined (a zero gradient) is an empty cell, never NaN.
+//!
+//! Rows are flushed one by one, and a resumed run cuts the file back to the rows its checkpoint counted, as
+//! metrics.csv is.
+
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const CONFLICT_FILE: &str = "conflict.csv";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRow {
+    /// the optimizer step (1-based) whose gradients these are, before its update
+    pub step: usize,
+    pub epoch: usize,
+    pub group: String,
+    pub task_a: String,
+    pub task_b: String,
+    pub cosine: Option<f64>,
+    /// ||g_a|| / ||g_b||
+    pub norm_ratio: Option<f64>,
+}
+
+/// Reads a conflict.csv (the file and the row named on error).
+pub fn read_conflicts(path: &Path) -> Result<Vec<ConflictRow>> {
+    let mut r = csv::Reader::from_path(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    r.deserialize()
+        .enumerate()
+        .map(|(i, row)| row.with_context(|| format!("{}: line {}: not a conflict row", path.display(), i + 2)))
+        .collect()
+}
+
+/// Appends rows to conflict.csv, each flushed.
+pub(crate) struct ConflictWriter {
+    w: csv::Writer<File>,
+    written: usize,
+}
+
+impl ConflictWriter {
+    pub(crate) fn create(path: &Path) -> Result<Self> {
+        let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
+        w.write_record(["step", "epoch", "group", "task_a", "task_b", "cosine", "norm_ratio"])?;
+        w.flush()?;
+        Ok(ConflictWriter { w, written: 0 })
+    }
+
+    /// An existing file cut back to its first `keep` rows (a resumed run writes the rest again).
+    pub(crate) fn truncate_to(path: &Path, keep: usize) -> Result<Self> {
+        let rows = if path.exists() {
+            read_conflicts(path)?
+        } else {
+            Vec::new()
+        };
+        if rows.len() < keep {
+            bail!(
+                "{}: has {} rows but the checkpoint counted {keep}",
+                path.display(),
+                rows.len()
+            );
+        }
+        let mut w = Self::create(path)?;
+        for r in rows.iter().take(keep) {
+            w.write(r)?;
+        }
+        Ok(w)
+    }
+
+    pub(crate) fn write(&mut self, row: &ConflictRow) -> Result<()> {
+        self.w.serialize(row)?;
+        self.w.flush()?;
+        self.written += 1;
+        Ok(())
+    }
+
+    pub(crate) fn written(&self) -> usize {
+        self.written
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip_and_a_resume_cuts_back() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(CONFLICT_FILE);
+        let row = |step, cosine| ConflictRow {
+            step,
+            epoch: 1,
+            group: "layer.0".into(),
+            task_a: "a".into(),
+            task_b: "b".into(),
+            cosine,
+            norm_ratio: Some(0.5),
+        };
+        let mut w = ConflictWriter::create(&p).unwrap();
+        for (s, c) in [(1, Some(-0.25)), (2, None), (3, Some(1.0))] {
+            w.write(&row(s, c)).unwrap();
+        }
+        assert_eq!(
+            read_conflicts(&p).unwrap(),
+            vec![row(1, Some(-0.25)), row(2, None), row(3, Some(1.0))]
+        );
+        let w = ConflictWriter::truncate_to(&p, 2).unwrap();
+        assert_eq!(w.written(), 2);
+        assert_eq!(read_conflicts(&p).unwrap().len(), 2);
+        assert!(ConflictWriter::truncate_to(&p, 5).is_err());
+    }
+}
