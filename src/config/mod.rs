@@ -80,9 +80,14 @@ impl ExperimentConfig {
 
     /// The scenario as reported in metrics and summaries.
     pub fn scenario_label(&self) -> String {
-        match self.freeze.unfreeze_top_layers {
+        let base = match self.freeze.unfreeze_top_layers {
             Some(k) => format!("unfreeze_top{k}"),
             None => self.freeze.scenario.to_string(),
+        };
+        if self.freeze.train.is_empty() {
+            base
+        } else {
+            format!("{base}+train:{}", self.freeze.train.join(";"))
         }
     }
 
@@ -122,6 +127,7 @@ impl ExperimentConfig {
         if self.freeze.unfreeze_top_layers.is_some() && self.freeze.scenario == Scenario::All {
             bail!("freeze.unfreeze_top_layers: cannot be combined with scenario `all`");
         }
+        self.freeze.validate()?;
         self.train.validate()?;
         self.check_joint()
     }

@@ -12,14 +12,16 @@ use crate::model::multitask::MultiTaskModel;
 
 pub(crate) const FILE: &str = "checkpoint.safetensors";
 
-/// The tensors a checkpoint holds: every trainable group and every head. Frozen encoder groups are left
-/// out (they equal the model folder's weights); heads are always kept, frozen ones too, since a frozen
-/// head keeps its seeded random initialisation. Shared with the training checkpoints of `resume`.
+/// The tensors a checkpoint holds: every trainable encoder tensor and every head. Frozen encoder tensors
+/// are left out (they equal the model folder's weights); heads are always kept, frozen ones too, since a
+/// frozen head keeps its seeded random initialisation. Shared with the training checkpoints of `resume`.
 pub(crate) fn tensors(groups: &[ParamGroup], plan: &FreezePlan) -> Result<Vec<(String, Tensor)>> {
     let mut out = Vec::new();
     for g in groups {
-        if g.group.is_head() || plan.trains(&g.group)? {
+        if g.group.is_head() {
             out.extend(g.vars.iter().map(|(n, t)| (n.clone(), t.detach())));
+        } else {
+            out.extend(plan.vars(g, true)?.into_iter().map(|(n, t)| (n, t.detach())));
         }
     }
     Ok(out)

@@ -19,8 +19,8 @@ use crate::model::report::{group_infos, groups_table};
 use crate::model::task::TaskKind;
 use crate::model::MultiTaskModel;
 use crate::record::{
-    read_metrics, FinalMetrics, MetricsWriter, PrecisionRecord, Provenance, Split, Summary, CONFIG_FILE, METRICS_FILE,
-    SUMMARY_FILE,
+    read_metrics, FinalMetrics, GroupInfo, MetricsWriter, PrecisionRecord, Provenance, Split, Summary, CONFIG_FILE,
+    METRICS_FILE, SUMMARY_FILE,
 };
 use crate::run::run_dir::{RunDir, RunLock};
 use crate::runtime::amp;
@@ -247,7 +247,7 @@ fn train_and_commit(
     };
     // from here a signal checkpoints at the next safe point; before, it ends the run at once (nothing to save)
     let _defer = interrupt::defer();
-    let frozen = Snapshot::take(plan.select(&groups, false)?);
+    let frozen = Snapshot::take(plan.select_vars(&groups, false)?);
     let mut trainer = Trainer::new(Setup {
         model: &model,
         plan: &plan,
@@ -379,7 +379,7 @@ fn summarize(
         seed: cfg.seed,
         model: cfg.encoder.model.clone(),
         params_total: infos.values().map(|g| g.params).sum(),
-        params_trainable: infos.values().filter(|g| g.trainable).map(|g| g.params).sum(),
+        params_trainable: infos.values().map(GroupInfo::trainable_count).sum(),
         groups: infos,
         frozen_unchanged: t.changed.is_empty(),
         frozen_tensors_checked: t.frozen_checked,

@@ -260,8 +260,8 @@ impl<'a> Trainer<'a> {
     /// AdamW over the trainable tensors: the encoder's at `lr_encoder`, the heads' at `lr_heads`.
     fn optimizer(&self) -> Result<AdamW> {
         let (mut enc, mut heads) = (Vec::new(), Vec::new());
-        for g in self.plan.select(&self.model.groups(), true)? {
-            let vars = g.vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone()));
+        for g in &self.model.groups() {
+            let vars = self.plan.vars(g, true)?;
             if g.group.is_head() {
                 heads.extend(vars);
             } else {

@@ -1,0 +1,201 @@
+//! Training less than whole groups, on a random tiny DistilBERT: `freeze.train` globs over tensor names
+//! (BitFit: only the biases and the heads move, frozen tensors are checked one by one, a kill -9 and
+//! `--resume` equals the uninterrupted run, a glob that matches nothing is a one-line error), and
+//! `train.layer_lr_decay`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use harness::config::ExperimentConfig;
+use harness::run::experiment::{self, Start};
+
+/// libtorch's RNG (head initialisation, dropout) is process-global: in-process runs take turns.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A random tiny DistilBERT with `layers` layers (dim 16), saved by harness itself.
+fn tiny_model(root: &Path, layers: usize) -> PathBuf {
+    let dir = tiny_folder(root);
+    let config = TINY_DISTILBERT.replace("\"n_layers\": 1", &format!("\"n_layers\": {layers}"));
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
+    let folder = harness::encoder::ModelFolder::open(dir.to_str().unwrap()).unwrap();
+    harness::encoder::Encoder::build(&folder, tch::Device::Cpu)
+        .unwrap()
+        .vs
+        .save(dir.join("model.safetensors"))
+        .unwrap();
+    dir
+}
+
+/// The shared two-task config on the tiny model; returns its path.
+fn write_config(dir: &Path, model: &Path, freeze: &str, train: &str) -> PathBuf {
+    let text = config_text(dir, freeze, train) + &format!("encoder:\n  model: {}\n  max_length: 32\n", model.display());
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join("c.yaml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+const BITFIT: &str = "  scenario: backbone\n  train: ['*.bias']";
+
+#[test]
+fn bitfit_moves_only_the_biases_and_the_heads() {
+    let _serial = serial();
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 2);
+    let cfg = ExperimentConfig::load(&write_config(d.path(), &model, BITFIT, ""), &[]).unwrap();
+    assert_eq!(cfg.scenario_label(), "backbone+train:*.bias");
+    let (before, _) = experiment::build(&cfg).unwrap();
+    let out = experiment::run(&cfg, Start::Fresh).unwrap();
+    assert!(out.summary.frozen_unchanged);
+    let (mut biases, mut frozen, mut head_params) = (0i64, 0usize, 0i64);
+    for (b, a) in before.groups().iter().zip(out.model.groups()) {
+        for ((name, x), (_, y)) in b.vars.iter().zip(&a.vars) {
+            let bias = !b.group.is_head() && name.ends_with(".bias");
+            let want = b.group.is_head() || bias;
+            assert_eq!(!x.equal(y), want, "{name} changed");
+            assert_eq!(out.plan.tensor_trains(&b.group, name).unwrap(), want, "{name}");
+            if bias {
+                biases += x.numel() as i64;
+            } else if b.group.is_head() {
+                head_params += x.numel() as i64;
+            } else {
+                frozen += 1;
+            }
+        }
+    }
+    assert!(biases > 0 && frozen > 0);
+    assert_eq!(
+        out.summary.frozen_tensors_checked, frozen,
+        "every frozen weight checked on its own"
+    );
+    assert_eq!(out.summary.params_trainable, biases + head_params);
+    let layer0 = &out.summary.groups["layer.0"];
+    assert!(layer0.trainable && layer0.trainable_params.is_some_and(|n| n > 0 && n < layer0.params));
+    // the final checkpoint holds the trained biases and the heads, no frozen weight
+    let saved = tch::Tensor::read_safetensors(out.dir.join("checkpoint.safetensors")).unwrap();
+    assert!(saved
+        .iter()
+        .all(|(n, _)| n.starts_with("head:") || n.ends_with(".bias")));
+    assert_eq!(
+        saved.iter().map(|(_, t)| t.numel() as i64).sum::<i64>(),
+        biases + head_params
+    );
+}
+
+#[test]
+fn inspect_counts_the_trainable_tensors_of_each_group() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 2);
+    let cfg = write_config(
+        d.path(),
+        &model,
+        "  scenario: all\n  train: ['layer.1.*', 'embeddings.LayerNorm.*']",
+        "",
+    );
+    let out = harness(&["inspect", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let row = |g: &str| -> Vec<String> {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(&format!("{g} ")))
+            .unwrap_or_else(|| panic!("{table}"));
+        line.split_whitespace().map(str::to_string).collect()
+    };
+    // the embeddings' LayerNorm: weight and bias of width 16
+    assert_eq!(row("embeddings")[2..], ["32", "part"], "{table}");
+    assert_eq!(row("layer.0")[2..], ["0", "no"], "{table}");
+    let l1 = row("layer.1");
+    assert_eq!((l1[1].as_str(), l1[3].as_str()), (l1[2].as_str(), "yes"), "{table}");
+    // scenario all keeps the heads frozen
+    assert_eq!(row("head:sentiment")[2..], ["0", "no"], "{table}");
+    let total: i64 = row("trainable")[1].parse().unwrap();
+    assert_eq!(total, 32 + l1[1].parse::<i64>().unwrap(), "{table}");
+}
+
+#[test]
+fn a_glob_that_matches_nothing_is_refused_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 1);
+    let out_dir = d.path().join("out");
+    let cfg = write_config(&out_dir, &model, BITFIT, "");
+    for (set, needle) in [
+        (
+            "freeze.train=['*.bias', 'layer.7.*']",
+            "freeze.train.1: `layer.7.*` matches no encoder tensor",
+        ),
+        ("freeze.train=['pooler.*']", "matches no encoder tensor"),
+        ("freeze.train=['[']", "freeze.train.0: `[` is not a glob"),
+        ("freeze.train=['']", "freeze.train.0: an empty glob"),
+    ] {
+        for cmd in ["run", "inspect"] {
+            let out = harness(&[cmd, cfg.to_str().unwrap(), "--set", set]);
+            assert_user_error(&out, needle);
+        }
+    }
+    let out = harness(&["run", cfg.to_str().unwrap(), "--set", "freeze.train=['layer.7.*']"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`distilbert.transformer.layer.0.attention."),
+        "valid names shown: {err}"
+    );
+    let both = harness(&["run", cfg.to_str().unwrap(), "--set", "freeze.unfreeze_top_layers=1"]);
+    assert_user_error(&both, "cannot be combined with freeze.unfreeze_top_layers");
+    assert!(!out_dir.join("t.lock").exists() && !out_dir.join("t.partial").exists());
+}
+
+#[test]
+fn bitfit_killed_at_a_checkpoint_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 1);
+    let cfg = write_config(d.path(), &model, BITFIT, "  epochs: 2\n  checkpoint_every_steps: 1");
+    let args = |name: &str, extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["--threads", "1", "run", cfg.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
+        a.extend(["--set", "train.batch_size=2", "--set"].map(String::from));
+        a.push(format!("name={name}"));
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |name: &str, extra: &[&str]| {
+        let out = harness(&args(name, extra).iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    run("ref", &[]);
+    let want = metrics(&d.path().join("ref"));
+    assert_eq!(want.len(), 2 + 2 * 4);
+
+    let partial = d.path().join("k.partial");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args("k", &[]))
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the checkpoint of step 3", 120, || {
+        checkpointed_step(&partial).is_some_and(|s| s >= 3)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at = checkpointed_step(&partial);
+    eprintln!("killed after the checkpoint of step {at:?} of 80");
+    assert!(!d.path().join("k").exists(), "killed too late: the run had finished");
+    let out = run("k", &["--resume"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("resuming k from step"), "{err}");
+    assert_eq!(
+        metrics(&d.path().join("k")),
+        want,
+        "resumed from the checkpoint of step {at:?}"
+    );
+}
