@@ -1,7 +1,7 @@
 //! Training less than whole groups, on a random tiny DistilBERT: `freeze.train` globs over tensor names
 //! (BitFit: only the biases and the heads move, frozen tensors are checked one by one, a kill -9 and
 //! `--resume` equals the uninterrupted run, a glob that matches nothing is a one-line error), and
-//! `train.layer_lr_decay`.
+//! `train.layer_lr_decay` (each layer's first update at lr·d^(L−i), out-of-range values refused).
 
 mod common;
 
@@ -152,10 +152,11 @@ fn a_glob_that_matches_nothing_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn bitfit_killed_at_a_checkpoint_resumes_exactly() {
+fn bitfit_with_layer_decay_killed_at_a_checkpoint_resumes_exactly() {
     let d = tempfile::tempdir().unwrap();
     let model = tiny_model(d.path(), 1);
-    let cfg = write_config(d.path(), &model, BITFIT, "  epochs: 2\n  checkpoint_every_steps: 1");
+    let train = "  epochs: 2\n  checkpoint_every_steps: 1\n  layer_lr_decay: 0.8";
+    let cfg = write_config(d.path(), &model, BITFIT, train);
     let args = |name: &str, extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = ["--threads", "1", "run", cfg.to_str().unwrap()]
             .map(String::from)
@@ -198,4 +199,79 @@ fn bitfit_killed_at_a_checkpoint_resumes_exactly() {
         want,
         "resumed from the checkpoint of step {at:?}"
     );
+}
+
+/// One AdamW step (one batch of one task, no warmup) with layer-wise decay `d` on a 2-layer model: the
+/// first step moves every element by lr·g/(|g| + eps) after weight decay, so the largest such move of each
+/// tensor is its learning rate: lr_encoder·d^(L−i) for layer i, lr_encoder·d^(L+1) for the embeddings.
+fn first_step_lrs(d: f64) -> Vec<(String, f64, f64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), 2);
+    let p = write_config(
+        dir.path(),
+        &model,
+        "  scenario: head:topic\n  frozen_task_loss: ignore",
+        &format!("  layer_lr_decay: {d}"),
+    );
+    let (lr, wd) = (1e-2, 0.01);
+    let sets = ["train.batch_size=64".to_string(), format!("train.lr_encoder={lr}")];
+    let cfg = ExperimentConfig::load(&p, &sets).unwrap();
+    assert_eq!(cfg.train.weight_decay, wd);
+    let (before, _) = experiment::build(&cfg).unwrap();
+    let out = experiment::run(&cfg, Start::Fresh).unwrap();
+    assert_eq!(out.summary.steps, 1);
+    let mut seen = Vec::new();
+    for (b, a) in before.groups().iter().zip(out.model.groups()) {
+        let want = match b.group {
+            harness::model::Group::Embeddings => lr * d.powi(3),
+            harness::model::Group::Layer(i) => lr * d.powi(2 - i as i32),
+            harness::model::Group::Head(ref t) if t == "sentiment" => cfg.train.lr_heads,
+            _ => continue,
+        };
+        for ((name, x), (_, y)) in b.vars.iter().zip(&a.vars) {
+            let step = (y - x + x * (want * wd)).abs().max().double_value(&[]);
+            seen.push((name.clone(), step, want));
+        }
+    }
+    seen
+}
+
+#[test]
+fn layer_decay_scales_each_layers_first_step_by_its_power_of_d() {
+    let _serial = serial();
+    for d in [1.0, 0.5] {
+        let seen = first_step_lrs(d);
+        assert!(seen.len() > 20);
+        for (name, step, want) in &seen {
+            assert!(
+                step / want < 1.0 + 2e-3,
+                "d {d}: {name} moved {step:e}, more than lr {want:e}"
+            );
+            // the key bias shifts every attention score of a query equally: its gradient is ~0, below eps
+            if !name.ends_with("k_lin.bias") {
+                assert!(
+                    step / want > 1.0 - 2e-3,
+                    "d {d}: {name} moved {step:e}, expected lr {want:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn layer_decay_outside_0_1_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 1);
+    let cfg = write_config(&d.path().join("out"), &model, BITFIT, "");
+    for v in ["0", "1.5", "-0.5", ".nan"] {
+        let out = harness(&[
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            &format!("train.layer_lr_decay={v}"),
+        ]);
+        assert_user_error(&out, "train.layer_lr_decay:");
+        assert_user_error(&out, "outside (0, 1]");
+    }
+    assert!(!d.path().join("out/t.lock").exists());
 }

@@ -18,6 +18,7 @@ use tch::Tensor;
 use crate::config::TrainConfig;
 use crate::model::checkpoint;
 use crate::model::freeze::FreezePlan;
+use crate::model::group::Group;
 use crate::model::task::TaskMetrics;
 use crate::model::MultiTaskModel;
 use crate::record::{MetricRow, MetricsWriter, Split};
@@ -31,7 +32,7 @@ use crate::train::joint::build_aggregator;
 use crate::train::mtl::Aggregator;
 use crate::train::plan::EpochPlan;
 use crate::train::resume::{self, EpochStats, Progress, Saved};
-use crate::train::schedule::lr_factor;
+use crate::train::schedule::{layer_lr_scale, lr_factor};
 use crate::util::interrupt;
 use crate::util::progress::progress_bar;
 
@@ -257,7 +258,8 @@ impl<'a> Trainer<'a> {
             .collect()
     }
 
-    /// AdamW over the trainable tensors: the encoder's at `lr_encoder`, the heads' at `lr_heads`.
+    /// AdamW over the trainable tensors: the encoder's at `lr_encoder` (scaled per layer by
+    /// `train.layer_lr_decay`, see `layer_lr_scale`), the heads' at `lr_heads`.
     fn optimizer(&self) -> Result<AdamW> {
         let (mut enc, mut heads) = (Vec::new(), Vec::new());
         for g in &self.model.groups() {
@@ -272,10 +274,14 @@ impl<'a> Trainer<'a> {
             weight_decay: self.cfg.weight_decay,
             ..AdamWConfig::default()
         };
-        Ok(AdamW::new(
-            cfg,
-            vec![(self.cfg.lr_encoder, enc), (self.cfg.lr_heads, heads)],
-        ))
+        let mut opt = AdamW::new(cfg, vec![(self.cfg.lr_encoder, enc), (self.cfg.lr_heads, heads)]);
+        let (d, layers) = (self.cfg.layer_lr_decay, self.model.sentence.encoder.num_layers as usize);
+        // d = 1 gives every scale 1, and lr · 1 is lr bit for bit
+        opt.set_lr_scales(|name| match name.starts_with("head:") {
+            true => 1.0,
+            false => layer_lr_scale(&Group::of_encoder_var(name), d, layers),
+        });
+        Ok(opt)
     }
 
     /// Whether the step just taken ends a logging interval or precedes an evaluation, a checkpoint or the
