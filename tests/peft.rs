@@ -1,7 +1,8 @@
 //! Training less than whole groups, on a random tiny DistilBERT: `freeze.train` globs over tensor names
 //! (BitFit: only the biases and the heads move, frozen tensors are checked one by one, a kill -9 and
 //! `--resume` equals the uninterrupted run, a glob that matches nothing is a one-line error), and
-//! `train.layer_lr_decay` (each layer's first update at lr·d^(L−i), out-of-range values refused).
+//! `train.layer_lr_decay` (each layer's first update at lr·d^(L−i), out-of-range values refused), and
+//! `freeze.lora` (only A, B and the heads move, targets hold W0 + s·B·A, exact resume, bad settings refused).
 
 mod common;
 
@@ -43,6 +44,7 @@ fn write_config(dir: &Path, model: &Path, freeze: &str, train: &str) -> PathBuf 
 }
 
 const BITFIT: &str = "  scenario: backbone\n  train: ['*.bias']";
+const LORA: &str = "  scenario: none\n  lora: {r: 2, alpha: 4}";
 
 #[test]
 fn bitfit_moves_only_the_biases_and_the_heads() {
@@ -151,12 +153,12 @@ fn a_glob_that_matches_nothing_is_refused_before_anything_is_written() {
     assert!(!out_dir.join("t.lock").exists() && !out_dir.join("t.partial").exists());
 }
 
-#[test]
-fn bitfit_with_layer_decay_killed_at_a_checkpoint_resumes_exactly() {
+/// A run killed (SIGKILL) after the checkpoint of step 3 or later, then resumed, equals the uninterrupted run.
+fn killed_at_a_checkpoint_resumes_exactly(freeze: &str) {
     let d = tempfile::tempdir().unwrap();
     let model = tiny_model(d.path(), 1);
     let train = "  epochs: 2\n  checkpoint_every_steps: 1\n  layer_lr_decay: 0.8";
-    let cfg = write_config(d.path(), &model, BITFIT, train);
+    let cfg = write_config(d.path(), &model, freeze, train);
     let args = |name: &str, extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = ["--threads", "1", "run", cfg.to_str().unwrap()]
             .map(String::from)
@@ -199,6 +201,16 @@ fn bitfit_with_layer_decay_killed_at_a_checkpoint_resumes_exactly() {
         want,
         "resumed from the checkpoint of step {at:?}"
     );
+}
+
+#[test]
+fn bitfit_with_layer_decay_killed_at_a_checkpoint_resumes_exactly() {
+    killed_at_a_checkpoint_resumes_exactly(BITFIT);
+}
+
+#[test]
+fn lora_killed_at_a_checkpoint_resumes_exactly() {
+    killed_at_a_checkpoint_resumes_exactly(LORA);
 }
 
 /// One AdamW step (one batch of one task, no warmup) with layer-wise decay `d` on a 2-layer model: the
@@ -274,4 +286,136 @@ fn layer_decay_outside_0_1_is_refused() {
         assert_user_error(&out, "outside (0, 1]");
     }
     assert!(!d.path().join("out/t.lock").exists());
+}
+
+#[test]
+fn lora_trains_only_its_adapters_and_the_heads() {
+    let _serial = serial();
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 2);
+    let p = write_config(d.path(), &model, LORA, "");
+    let (lr, wd) = (1e-2, 0.01);
+    // one step: one batch of sentiment (topic's head frozen and its batches left out)
+    let sets = [
+        "train.batch_size=64".to_string(),
+        format!("train.lr_encoder={lr}"),
+        "freeze.scenario=head:topic".into(),
+        "freeze.frozen_task_loss=ignore".into(),
+    ];
+    let cfg = ExperimentConfig::load(&p, &sets).unwrap();
+    assert_eq!(cfg.scenario_label(), "head:topic+lora:r2");
+    let (before, _) = experiment::build(&cfg).unwrap();
+    let lora0 = before.lora.as_ref().unwrap();
+    let targets: Vec<String> = lora0.targets().iter().map(|t| format!("{}.weight", t.module)).collect();
+    assert_eq!(targets.len(), 4, "q_lin and v_lin of 2 layers: {targets:?}");
+    let a0: Vec<(String, tch::Tensor)> = lora0.named_tensors();
+    let out = experiment::run(&cfg, Start::Fresh).unwrap();
+    assert_eq!(out.summary.steps, 1);
+    assert!(out.summary.frozen_unchanged);
+    let lora = out.model.lora.as_ref().unwrap();
+    // the sentiment head trains (topic's is frozen)
+    let head: i64 = out
+        .model
+        .head(0)
+        .vs
+        .variables()
+        .values()
+        .map(|t| t.numel() as i64)
+        .sum();
+    assert_eq!(lora.trainable_parameters(), 4 * 2 * (16 + 16));
+    assert_eq!(out.summary.params_trainable, lora.trainable_parameters() + head);
+    assert_eq!(out.summary.groups["lora"].params, lora.trainable_parameters());
+    // every encoder tensor is as loaded; the targets hold W0 + s·B·A
+    for (b, a) in before.groups().iter().zip(out.model.groups()) {
+        for ((name, x), (_, y)) in b.vars.iter().zip(&a.vars) {
+            if b.group.is_head() {
+                continue;
+            }
+            if targets.contains(name) {
+                let t = lora
+                    .targets()
+                    .iter()
+                    .find(|t| format!("{}.weight", t.module) == *name)
+                    .unwrap();
+                let want = x + t.b.detach().matmul(&t.a.detach()) * 2.0;
+                assert!(max_abs_diff(y, &want) < 1e-7, "{name}");
+                assert!(!x.equal(y), "{name}: the adapter moved it");
+            } else {
+                assert!(x.equal(y), "{name} moved");
+            }
+        }
+    }
+    // first step from B = 0: dA = s·Bᵀ·dW = 0, so A only decays; B moves by lr·dB/(|dB| + eps)
+    for ((name, t0), (_, t1)) in a0.iter().zip(lora.named_tensors()) {
+        if name.ends_with("lora_A.weight") {
+            assert!(max_abs_diff(&t1, &(t0 * (1.0 - lr * wd))) < 1e-9, "{name}");
+        } else {
+            let step = t1.abs().max().double_value(&[]);
+            assert!((step / lr - 1.0).abs() < 2e-3, "{name}: {step:e}");
+        }
+    }
+    // the final checkpoint holds A, B and the heads only, and predicts as the trained model does
+    let saved = tch::Tensor::read_safetensors(out.dir.join("checkpoint.safetensors")).unwrap();
+    assert!(saved
+        .iter()
+        .all(|(n, _)| n.starts_with("head:") || n.contains(".lora_")));
+    let (_, reloaded) = harness::run::finished::load(&out.dir).unwrap();
+    for (x, y) in out.model.groups().iter().zip(reloaded.groups()) {
+        for ((n, a), (_, b)) in x.vars.iter().zip(&y.vars) {
+            assert!(a.equal(b), "{n} after reloading the finished run");
+        }
+    }
+}
+
+#[test]
+fn inspect_shows_loras_trainable_count_and_bad_lora_settings_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 2);
+    let out_dir = d.path().join("out");
+    let cfg = write_config(&out_dir, &model, LORA, "");
+    let out = harness(&["inspect", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    // PEFT: r·(in + out) per adapted Linear, q_lin and v_lin (16 x 16) in 2 layers
+    let lora = 4 * 2 * (16 + 16);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("lora "))
+        .unwrap_or_else(|| panic!("{table}"));
+    let f: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        f[1..4],
+        [lora.to_string().as_str(), &lora.to_string(), "yes"],
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("layer.0 ") && l.ends_with(" 0  no")),
+        "{table}"
+    );
+    for (set, needle) in [
+        (
+            "freeze.lora.target=[query]",
+            "freeze.lora.target `query` matches no Linear layer",
+        ),
+        ("freeze.lora.r=0", "freeze.lora.r is 0"),
+        ("freeze.lora.r=17", "freeze.lora.r is 17"),
+        ("freeze.lora.alpha=-1", "freeze.lora.alpha is -1"),
+        ("freeze.lora.dropout=0.1", "freeze.lora.dropout is 0.1"),
+        ("freeze.lora.layers=[5]", "freeze.lora.layers: layer 5"),
+        (
+            "freeze.train=['*.bias']",
+            "freeze.lora: cannot be combined with freeze.train",
+        ),
+        ("freeze.lora.rank=2", "rank"),
+    ] {
+        assert_user_error(&harness(&["run", cfg.to_str().unwrap(), "--set", set]), needle);
+    }
+    let e = harness(&["run", cfg.to_str().unwrap(), "--set", "freeze.lora.target=[query]"]);
+    assert!(
+        String::from_utf8_lossy(&e.stderr).contains("q_lin"),
+        "valid names listed"
+    );
+    assert!(!out_dir.join("t.lock").exists() && !out_dir.join("t.partial").exists());
 }

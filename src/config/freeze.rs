@@ -1,5 +1,5 @@
-//! `freeze:`: the freezing scenario, top-layer unfreezing, tensor-name globs (`train`), and what a frozen-head
-//! task contributes.
+//! `freeze:`: the freezing scenario, top-layer unfreezing, tensor-name globs (`train`), LoRA (`lora`), and what
+//! a frozen-head task contributes.
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,8 @@ pub struct FreezeConfig {
     /// globs over encoder tensor names (`*.bias`, `layer.5.*`): when given, exactly the encoder tensors
     /// they match train (the heads still follow `scenario`); see `model::freeze` for the matching rule
     pub train: Vec<String>,
+    /// LoRA adapters on the encoder (its weights frozen, A and B trained; heads as `scenario` says)
+    pub lora: Option<super::LoraConfig>,
 }
 
 impl FreezeConfig {
@@ -73,6 +75,15 @@ impl FreezeConfig {
             }
             if let Err(e) = glob::Pattern::new(g) {
                 anyhow::bail!("freeze.train.{i}: `{g}` is not a glob ({e}); expected e.g. `*.bias` or `layer.5.*`");
+            }
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+            if !self.train.is_empty() || self.unfreeze_top_layers.is_some() {
+                anyhow::bail!(
+                    "freeze.lora: cannot be combined with freeze.train or freeze.unfreeze_top_layers (LoRA trains \
+                     its adapters only; the encoder's own tensors stay frozen)"
+                );
             }
         }
         if !self.train.is_empty() && self.unfreeze_top_layers.is_some() {

@@ -7,6 +7,7 @@
 
 mod encoder;
 mod freeze;
+mod lora;
 mod mtl;
 mod overrides;
 mod task;
@@ -14,6 +15,7 @@ mod train;
 
 pub use encoder::EncoderConfig;
 pub use freeze::{FreezeConfig, FrozenTaskLoss, Scenario};
+pub use lora::LoraConfig;
 pub use mtl::{MtlConfig, StepMode, AGGREGATORS};
 pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
 pub use train::{Sampling, TrainConfig};
@@ -84,10 +86,10 @@ impl ExperimentConfig {
             Some(k) => format!("unfreeze_top{k}"),
             None => self.freeze.scenario.to_string(),
         };
-        if self.freeze.train.is_empty() {
-            base
-        } else {
-            format!("{base}+train:{}", self.freeze.train.join(";"))
+        match &self.freeze.lora {
+            Some(l) => format!("{base}+lora:r{}", l.r),
+            None if self.freeze.train.is_empty() => base,
+            None => format!("{base}+train:{}", self.freeze.train.join(";")),
         }
     }
 
@@ -129,6 +131,9 @@ impl ExperimentConfig {
         }
         self.freeze.validate()?;
         self.train.validate()?;
+        if self.freeze.lora.is_some() && self.train.mtl.gradient_aggregator().is_some() {
+            bail!("freeze.lora: not supported with train.mtl.aggregator yet (its per-task backward passes)");
+        }
         self.check_joint()
     }
 

@@ -7,6 +7,7 @@
 //! matches `encoder.layer.5.output.dense.bias`, `*.bias` every bias); `*` crosses dots. BERT's pooler is
 //! never matched (it gets no gradient). A glob that matches no tensor is an error naming valid names.
 //! A group then trains when any of its tensors does, and every question below is also asked per tensor.
+//! With `freeze.lora` every encoder tensor is frozen and LoRA's A and B (`model::lora`) train instead.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +25,8 @@ pub struct FreezePlan {
     trainable: BTreeMap<Group, bool>,
     /// with `freeze.train`: the encoder tensors that train, by name (None: whole groups decide)
     tensors: Option<BTreeSet<String>>,
+    /// `freeze.lora`: every encoder tensor is frozen, and the adapters (`model::lora`) train
+    lora: bool,
     /// tasks whose batches are not trained on (frozen head with frozen_task_loss: ignore)
     ignored_tasks: Vec<String>,
 }
@@ -54,7 +57,9 @@ impl FreezePlan {
                 bail!("freeze.unfreeze_top_layers is {k} but the encoder has {num_layers} layers");
             }
         }
+        let lora = cfg.freeze.lora.is_some();
         let tensors = match cfg.freeze.train.as_slice() {
+            _ if lora => Some(BTreeSet::new()),
             [] => None,
             globs => Some(glob_tensors(globs, groups)?),
         };
@@ -75,6 +80,7 @@ impl FreezePlan {
         Ok(FreezePlan {
             trainable,
             tensors,
+            lora,
             ignored_tasks,
         })
     }
@@ -125,13 +131,18 @@ impl FreezePlan {
         self.ignored_tasks.iter().any(|t| t == task)
     }
 
-    /// Any encoder group trains (then the encoder runs in train mode with a graph).
+    /// Any encoder group trains, or LoRA's adapters do (then the encoder runs in train mode with a graph).
     pub fn encoder_trains(&self) -> bool {
-        self.trainable.iter().any(|(g, on)| *on && !g.is_head())
+        self.lora || self.trainable.iter().any(|(g, on)| *on && !g.is_head())
+    }
+
+    /// LoRA's adapters train (`freeze.lora`); the encoder's own tensors are all frozen.
+    pub fn lora(&self) -> bool {
+        self.lora
     }
 
     pub fn anything_trains(&self) -> bool {
-        self.trainable.values().any(|on| *on)
+        self.lora || self.trainable.values().any(|on| *on)
     }
 
     /// Every tensor of `groups` that trains (or, with `false`, that is frozen), in model order.

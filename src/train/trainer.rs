@@ -19,6 +19,7 @@ use crate::config::TrainConfig;
 use crate::model::checkpoint;
 use crate::model::freeze::FreezePlan;
 use crate::model::group::Group;
+use crate::model::lora::LoraAdapters;
 use crate::model::task::TaskMetrics;
 use crate::model::MultiTaskModel;
 use crate::record::{MetricRow, MetricsWriter, Split};
@@ -261,7 +262,9 @@ impl<'a> Trainer<'a> {
     /// AdamW over the trainable tensors: the encoder's at `lr_encoder` (scaled per layer by
     /// `train.layer_lr_decay`, see `layer_lr_scale`), the heads' at `lr_heads`.
     fn optimizer(&self) -> Result<AdamW> {
-        let (mut enc, mut heads) = (Vec::new(), Vec::new());
+        // LoRA's A and B open the encoder's set (its own tensors are all frozen then): see `grads`
+        let mut enc = self.model.lora.as_ref().map_or_else(Vec::new, |l| l.trainable());
+        let mut heads = Vec::new();
         for g in &self.model.groups() {
             let vars = self.plan.vars(g, true)?;
             if g.group.is_head() {
@@ -282,6 +285,13 @@ impl<'a> Trainer<'a> {
             false => layer_lr_scale(&Group::of_encoder_var(name), d, layers),
         });
         Ok(opt)
+    }
+
+    /// After an optimizer step: LoRA's targets get W0 + s·B·A from the updated A and B.
+    pub(crate) fn after_update(&self) {
+        if let Some(lora) = &self.model.lora {
+            lora.apply();
+        }
     }
 
     /// Whether the step just taken ends a logging interval or precedes an evaluation, a checkpoint or the
@@ -365,7 +375,7 @@ impl<'a> Trainer<'a> {
         };
         resume::save(
             &ckpt.dir,
-            &checkpoint::tensors(&self.model.groups(), self.plan)?,
+            &checkpoint::tensors(&self.model.groups(), self.plan, self.model.lora.as_ref())?,
             opt,
             &p,
         )
@@ -510,6 +520,22 @@ impl<'a> Trainer<'a> {
         }
         Ok(())
     }
+}
+
+/// The gradients of `roots` for `params` (`opt.params()`, in order), as `Tensor::run_backward` gives them;
+/// with LoRA the first parameters are its A and B (`Trainer::optimizer`), whose gradients come from their
+/// target weights' (`LoraAdapters::grads_from`).
+pub(crate) fn grads(lora: Option<&LoraAdapters>, roots: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>> {
+    let Some(lora) = lora else {
+        return Ok(Tensor::run_backward(roots, params, false, false));
+    };
+    let (probes, n) = (lora.probes(), lora.trainable().len());
+    let inputs: Vec<Tensor> = probes.iter().chain(&params[n..]).map(Tensor::shallow_clone).collect();
+    let mut grads = Tensor::run_backward(roots, &inputs, false, false);
+    let rest = grads.split_off(probes.len());
+    let mut out = lora.grads_from(&grads)?;
+    out.extend(rest);
+    Ok(out)
 }
 
 /// Example indices as a tensor (on the CPU).
