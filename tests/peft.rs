@@ -365,6 +365,34 @@ fn lora_trains_only_its_adapters_and_the_heads() {
             assert!(a.equal(b), "{n} after reloading the finished run");
         }
     }
+    // export writes the merged weights: the folder, loaded as a plain model, embeds as the trained encoder
+    let dest = d.path().join("exported");
+    let e = harness(&[
+        "export",
+        "--run",
+        out.dir.to_str().unwrap(),
+        "--out",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let texts: Vec<String> = ["a fine film", "stocks fell on tuesday"].map(String::from).to_vec();
+    let plain = harness::encoder::SentenceEncoder::load(
+        dest.to_str().unwrap(),
+        &harness::encoder::SentenceOptions {
+            pooling: cfg.encoder.pooling,
+            normalize: cfg.encoder.normalize,
+            max_length: Some(cfg.encoder.max_length),
+            ..Default::default()
+        },
+        tch::Device::Cpu,
+    )
+    .unwrap();
+    let diff = max_abs_diff(
+        &plain.encode(&texts, 2, false).unwrap(),
+        &out.model.sentence.encode(&texts, 2, false).unwrap(),
+    );
+    eprintln!("export of the LoRA run vs its trained encoder: max abs diff {diff:e}");
+    assert!(diff < 1e-5, "export of a LoRA run vs its trained encoder: {diff:e}");
 }
 
 #[test]
