@@ -440,6 +440,19 @@ fn inspect_shows_loras_trainable_count_and_bad_lora_settings_are_refused() {
     ] {
         assert_user_error(&harness(&["run", cfg.to_str().unwrap(), "--set", set]), needle);
     }
+    let c = cfg.to_str().unwrap();
+    let weighted = harness(&[
+        "run",
+        c,
+        "--set",
+        "train.step=joint",
+        "--set",
+        "train.mtl.weighting=dwa",
+    ]);
+    assert_user_error(
+        &weighted,
+        "freeze.lora: not supported with train.mtl.aggregator or train.mtl.weighting",
+    );
     let e = harness(&["run", cfg.to_str().unwrap(), "--set", "freeze.lora.target=[query]"]);
     assert!(
         String::from_utf8_lossy(&e.stderr).contains("q_lin"),

@@ -407,6 +407,7 @@ fn summarize(
         complete: t.changed.is_empty(),
         provenance: provenance(model, &t.precision),
         precision: t.precision,
+        weighting: s.weighting,
     })
 }
 
