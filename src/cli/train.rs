@@ -94,7 +94,7 @@ pub(super) fn inspect(a: RunArgs) -> Result<()> {
     let cfg = ExperimentConfig::load(&a.config, &a.overrides)?;
     let (model, plan) = experiment::build(&cfg)?;
     crate::out!("{} ({}), encoder {}", cfg.name, cfg.scenario_label(), cfg.encoder.model);
-    crate::out_raw!("{}", report::groups_table(&model.groups(), &plan)?);
+    crate::out_raw!("{}", report::groups_table(&model.groups(), &plan, model.lora.as_ref())?);
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! `freeze:`: the freezing scenario, top-layer unfreezing, and what a frozen-head task contributes.
+//! `freeze:`: the freezing scenario, top-layer unfreezing, tensor-name globs (`train`), LoRA (`lora`), and what
+//! a frozen-head task contributes.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,42 @@ pub struct FreezeConfig {
     /// train only the top k transformer layers of the encoder (embeddings and lower layers frozen)
     pub unfreeze_top_layers: Option<usize>,
     pub frozen_task_loss: FrozenTaskLoss,
+    /// globs over encoder tensor names (`*.bias`, `layer.5.*`): when given, exactly the encoder tensors
+    /// they match train (the heads still follow `scenario`); see `model::freeze` for the matching rule
+    pub train: Vec<String>,
+    /// LoRA adapters on the encoder (its weights frozen, A and B trained; heads as `scenario` says)
+    pub lora: Option<super::LoraConfig>,
+}
+
+impl FreezeConfig {
+    /// Each glob parses; `train` is not combined with `unfreeze_top_layers` (both would choose the
+    /// encoder's tensors). Whether a glob matches a tensor is checked against the model (`model::freeze`).
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        for (i, g) in self.train.iter().enumerate() {
+            if g.trim().is_empty() {
+                anyhow::bail!("freeze.train.{i}: an empty glob; expected a tensor-name pattern such as `*.bias`");
+            }
+            if let Err(e) = glob::Pattern::new(g) {
+                anyhow::bail!("freeze.train.{i}: `{g}` is not a glob ({e}); expected e.g. `*.bias` or `layer.5.*`");
+            }
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
+            if !self.train.is_empty() || self.unfreeze_top_layers.is_some() {
+                anyhow::bail!(
+                    "freeze.lora: cannot be combined with freeze.train or freeze.unfreeze_top_layers (LoRA trains \
+                     its adapters only; the encoder's own tensors stay frozen)"
+                );
+            }
+        }
+        if !self.train.is_empty() && self.unfreeze_top_layers.is_some() {
+            anyhow::bail!(
+                "freeze.train: cannot be combined with freeze.unfreeze_top_layers (both choose the encoder's \
+                 trainable tensors); use a glob such as `layer.5.*` instead"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// What a task whose head is frozen contributes to training.

@@ -7,6 +7,7 @@
 
 mod encoder;
 mod freeze;
+mod lora;
 mod mtl;
 mod overrides;
 mod task;
@@ -14,6 +15,7 @@ mod train;
 
 pub use encoder::EncoderConfig;
 pub use freeze::{FreezeConfig, FrozenTaskLoss, Scenario};
+pub use lora::LoraConfig;
 pub use mtl::{MtlConfig, StepMode, AGGREGATORS, WEIGHTINGS};
 pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
 pub use train::{Sampling, TrainConfig};
@@ -80,9 +82,14 @@ impl ExperimentConfig {
 
     /// The scenario as reported in metrics and summaries.
     pub fn scenario_label(&self) -> String {
-        match self.freeze.unfreeze_top_layers {
+        let base = match self.freeze.unfreeze_top_layers {
             Some(k) => format!("unfreeze_top{k}"),
             None => self.freeze.scenario.to_string(),
+        };
+        match &self.freeze.lora {
+            Some(l) => format!("{base}+lora:r{}", l.r),
+            None if self.freeze.train.is_empty() => base,
+            None => format!("{base}+train:{}", self.freeze.train.join(";")),
         }
     }
 
@@ -122,7 +129,15 @@ impl ExperimentConfig {
         if self.freeze.unfreeze_top_layers.is_some() && self.freeze.scenario == Scenario::All {
             bail!("freeze.unfreeze_top_layers: cannot be combined with scenario `all`");
         }
+        self.freeze.validate()?;
         self.train.validate()?;
+        let mtl = &self.train.mtl;
+        if self.freeze.lora.is_some() && (mtl.gradient_aggregator().is_some() || mtl.loss_weighting().is_some()) {
+            bail!(
+                "freeze.lora: not supported with train.mtl.aggregator or train.mtl.weighting yet (their own \
+                 backward passes do not reach LoRA's A and B)"
+            );
+        }
         self.check_joint()
     }
 
@@ -266,6 +281,9 @@ mod tests {
             ("train.lr_heads=.nan", "train.lr_heads"),
             ("train.lr_heads=.inf", "train.lr_heads"),
             ("train.weight_decay=-0.1", "train.weight_decay"),
+            ("train.layer_lr_decay=0", "train.layer_lr_decay"),
+            ("train.layer_lr_decay=1.01", "train.layer_lr_decay"),
+            ("freeze.train=['[a']", "freeze.train.0"),
             ("train.warmup_ratio=1.5", "train.warmup_ratio"),
             ("train.grad_clip=-1", "train.grad_clip"),
             ("train.temperature=.nan", "train.temperature"),

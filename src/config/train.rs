@@ -27,6 +27,9 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     pub lr_encoder: f64,
     pub lr_heads: f64,
+    /// layer-wise learning-rate decay d in (0, 1]: encoder layer i of L at lr_encoder·d^(L-i), the embeddings
+    /// at lr_encoder·d^(L+1) (BEiT/MAE's convention); 1: no decay
+    pub layer_lr_decay: f64,
     pub weight_decay: f64,
     pub warmup_ratio: f64,
     /// max global gradient norm; 0 turns clipping off
@@ -60,6 +63,7 @@ impl Default for TrainConfig {
             eval_batch_size: 32,
             lr_encoder: 2e-5,
             lr_heads: 1e-3,
+            layer_lr_decay: 1.0,
             weight_decay: 0.01,
             warmup_ratio: 0.1,
             grad_clip: 1.0,
@@ -84,6 +88,12 @@ impl TrainConfig {
         count_range("train.eval_batch_size", self.eval_batch_size, 1, 65_536)?;
         in_range("train.lr_encoder", self.lr_encoder, 0.0, 1e6)?;
         in_range("train.lr_heads", self.lr_heads, 0.0, 1e6)?;
+        if !(self.layer_lr_decay > 0.0 && self.layer_lr_decay <= 1.0) {
+            bail!(
+                "train.layer_lr_decay: {} is outside (0, 1]; expected e.g. 0.8 (1.0: every layer at lr_encoder)",
+                self.layer_lr_decay
+            );
+        }
         in_range("train.weight_decay", self.weight_decay, 0.0, 1.0)?;
         in_range("train.warmup_ratio", self.warmup_ratio, 0.0, 1.0)?;
         in_range("train.grad_clip", self.grad_clip, 0.0, 1e6)?;

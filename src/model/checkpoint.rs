@@ -1,4 +1,5 @@
-//! Checkpoints: the trainable encoder tensors and every head, as safetensors beside the resolved config.
+//! Checkpoints: the trainable encoder tensors, LoRA's A and B, and every head, as safetensors beside the
+//! resolved config.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,33 +9,43 @@ use tch::Tensor;
 
 use crate::model::freeze::FreezePlan;
 use crate::model::group::ParamGroup;
+use crate::model::lora::LoraAdapters;
 use crate::model::multitask::MultiTaskModel;
 
 pub(crate) const FILE: &str = "checkpoint.safetensors";
 
-/// The tensors a checkpoint holds: every trainable group and every head. Frozen encoder groups are left
-/// out (they equal the model folder's weights); heads are always kept, frozen ones too, since a frozen
-/// head keeps its seeded random initialisation. Shared with the training checkpoints of `resume`.
-pub(crate) fn tensors(groups: &[ParamGroup], plan: &FreezePlan) -> Result<Vec<(String, Tensor)>> {
-    let mut out = Vec::new();
+/// The tensors a checkpoint holds: every trainable encoder tensor and every head. Frozen encoder tensors
+/// are left out (they equal the model folder's weights); heads are always kept, frozen ones too, since a
+/// frozen head keeps its seeded random initialisation. Shared with the training checkpoints of `resume`.
+/// With LoRA, its A and B (`<module>.lora_A.weight`, `<module>.lora_B.weight`) come first.
+pub(crate) fn tensors(
+    groups: &[ParamGroup],
+    plan: &FreezePlan,
+    lora: Option<&LoraAdapters>,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut out: Vec<(String, Tensor)> = lora.map_or_else(Vec::new, |l| {
+        l.trainable().into_iter().map(|(n, t)| (n, t.detach())).collect()
+    });
     for g in groups {
-        if g.group.is_head() || plan.trains(&g.group)? {
+        if g.group.is_head() {
             out.extend(g.vars.iter().map(|(n, t)| (n.clone(), t.detach())));
+        } else {
+            out.extend(plan.vars(g, true)?.into_iter().map(|(n, t)| (n, t.detach())));
         }
     }
     Ok(out)
 }
 
 /// Writes `tensors(groups, plan)` as safetensors, on the CPU.
-pub(crate) fn save(groups: &[ParamGroup], plan: &FreezePlan, path: &Path) -> Result<()> {
-    let cpu: Vec<(String, Tensor)> = tensors(groups, plan)?
+pub(crate) fn save(groups: &[ParamGroup], plan: &FreezePlan, lora: Option<&LoraAdapters>, path: &Path) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors(groups, plan, lora)?
         .into_iter()
         .map(|(n, t)| (n, t.to_device(tch::Device::Cpu)))
         .collect();
     Tensor::write_safetensors(&cpu, path).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// Overwrites the model's tensors with those in the checkpoint.
+/// Overwrites the model's tensors with those in the checkpoint (LoRA's A and B too, then W0 + s·B·A is written).
 pub(crate) fn load(model: &MultiTaskModel, path: &Path) -> Result<()> {
     let saved: HashMap<String, Tensor> = Tensor::read_safetensors(path)
         .with_context(|| format!("{}: cannot read checkpoint", path.display()))?
@@ -60,6 +71,10 @@ pub(crate) fn load(model: &MultiTaskModel, path: &Path) -> Result<()> {
         }
         Ok(())
     })?;
+    if let Some(lora) = &model.lora {
+        lora.load(&saved).with_context(|| format!("{}", path.display()))?;
+        found += lora.trainable().len();
+    }
     if found != saved.len() {
         bail!(
             "{}: {} of its tensors do not belong to the model built from config.yaml",

@@ -1,7 +1,15 @@
 //! Freezing scenarios: which parameter groups train, applied with `set_requires_grad`, and the proof
 //! afterwards that frozen tensors did not move.
+//!
+//! With `freeze.train` (globs over tensor names) the encoder's trainable tensors are exactly those a glob
+//! matches, whatever the scenario says about the encoder; the heads still follow the scenario. A glob
+//! matches a tensor when it matches the whole VarStore name or the part after any `.` in it (so `layer.5.*`
+//! matches `encoder.layer.5.output.dense.bias`, `*.bias` every bias); `*` crosses dots. BERT's pooler is
+//! never matched (it gets no gradient). A glob that matches no tensor is an error naming valid names.
+//! A group then trains when any of its tensors does, and every question below is also asked per tensor.
+//! With `freeze.lora` every encoder tensor is frozen and LoRA's A and B (`model::lora`) train instead.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
@@ -13,7 +21,12 @@ use crate::model::group::{Group, ParamGroup};
 /// error: a typo must never read as "frozen".
 #[derive(Debug, Clone)]
 pub struct FreezePlan {
+    /// whether any tensor of the group trains
     trainable: BTreeMap<Group, bool>,
+    /// with `freeze.train`: the encoder tensors that train, by name (None: whole groups decide)
+    tensors: Option<BTreeSet<String>>,
+    /// `freeze.lora`: every encoder tensor is frozen, and the adapters (`model::lora`) train
+    lora: bool,
     /// tasks whose batches are not trained on (frozen head with frozen_task_loss: ignore)
     ignored_tasks: Vec<String>,
 }
@@ -44,9 +57,21 @@ impl FreezePlan {
                 bail!("freeze.unfreeze_top_layers is {k} but the encoder has {num_layers} layers");
             }
         }
+        let lora = cfg.freeze.lora.is_some();
+        let tensors = match cfg.freeze.train.as_slice() {
+            _ if lora => Some(BTreeSet::new()),
+            [] => None,
+            globs => Some(glob_tensors(globs, groups)?),
+        };
         let trainable = groups
             .iter()
-            .map(|g| (g.group.clone(), decide(&g.group, scenario, top, num_layers)))
+            .map(|g| {
+                let on = match &tensors {
+                    Some(names) if !g.group.is_head() => g.vars.iter().any(|(n, _)| names.contains(n)),
+                    _ => decide(&g.group, scenario, top, num_layers),
+                };
+                (g.group.clone(), on)
+            })
             .collect();
         let ignored_tasks = match scenario {
             Scenario::Head(t) if cfg.freeze.frozen_task_loss == FrozenTaskLoss::Ignore => vec![t.clone()],
@@ -54,8 +79,35 @@ impl FreezePlan {
         };
         Ok(FreezePlan {
             trainable,
+            tensors,
+            lora,
             ignored_tasks,
         })
+    }
+
+    /// Whether the tensor `name` of `group` trains.
+    pub fn tensor_trains(&self, group: &Group, name: &str) -> Result<bool> {
+        let on = self.trains(group)?;
+        Ok(match &self.tensors {
+            Some(names) if !group.is_head() => names.contains(name),
+            _ => on,
+        })
+    }
+
+    /// The tensors of `g` that train (or, with `false`, that are frozen), in the group's order.
+    pub(crate) fn vars(&self, g: &ParamGroup, trainable: bool) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (n, t) in &g.vars {
+            if self.tensor_trains(&g.group, n)? == trainable {
+                out.push((n.clone(), t.shallow_clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The number of trainable parameters of `g`.
+    pub fn trainable_numel(&self, g: &ParamGroup) -> Result<i64> {
+        Ok(self.vars(g, true)?.iter().map(|(_, t)| t.numel() as i64).sum())
     }
 
     /// Whether `group` trains; an unknown group is an error.
@@ -79,35 +131,81 @@ impl FreezePlan {
         self.ignored_tasks.iter().any(|t| t == task)
     }
 
-    /// Any encoder group trains (then the encoder runs in train mode with a graph).
+    /// Any encoder group trains, or LoRA's adapters do (then the encoder runs in train mode with a graph).
     pub fn encoder_trains(&self) -> bool {
-        self.trainable.iter().any(|(g, on)| *on && !g.is_head())
+        self.lora || self.trainable.iter().any(|(g, on)| *on && !g.is_head())
+    }
+
+    /// LoRA's adapters train (`freeze.lora`); the encoder's own tensors are all frozen.
+    pub fn lora(&self) -> bool {
+        self.lora
     }
 
     pub fn anything_trains(&self) -> bool {
-        self.trainable.values().any(|on| *on)
+        self.lora || self.trainable.values().any(|on| *on)
     }
 
-    /// The groups of `groups` that train (or, with `false`, that are frozen).
-    pub fn select<'a>(&self, groups: &'a [ParamGroup], trainable: bool) -> Result<Vec<&'a ParamGroup>> {
+    /// Every tensor of `groups` that trains (or, with `false`, that is frozen), in model order.
+    pub(crate) fn select_vars(&self, groups: &[ParamGroup], trainable: bool) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
         for g in groups {
-            if self.trains(&g.group)? == trainable {
-                out.push(g);
-            }
+            out.extend(self.vars(g, trainable)?);
         }
         Ok(out)
     }
 
     pub fn apply(&self, groups: &[ParamGroup]) -> Result<()> {
         for g in groups {
-            let on = self.trains(&g.group)?;
-            for (_, t) in &g.vars {
-                let _ = t.set_requires_grad(on);
+            for (n, t) in &g.vars {
+                let _ = t.set_requires_grad(self.tensor_trains(&g.group, n)?);
             }
         }
         Ok(())
     }
+}
+
+/// Whether `glob` matches `name` or the part of it after any `.`.
+pub(crate) fn glob_matches(glob: &glob::Pattern, name: &str) -> bool {
+    glob.matches(name) || name.match_indices('.').any(|(i, _)| glob.matches(&name[i + 1..]))
+}
+
+/// The encoder tensors (the pooler aside) that some glob matches; a glob matching none is an error that
+/// names a few valid tensor names.
+fn glob_tensors(globs: &[String], groups: &[ParamGroup]) -> Result<BTreeSet<String>> {
+    let names: Vec<&str> = groups
+        .iter()
+        .filter(|g| !g.group.is_head() && g.group != Group::Pooler)
+        .flat_map(|g| g.vars.iter().map(|(n, _)| n.as_str()))
+        .collect();
+    let mut out = BTreeSet::new();
+    for (i, g) in globs.iter().enumerate() {
+        let pattern = glob::Pattern::new(g).with_context(|| format!("freeze.train.{i}: `{g}` is not a glob"))?;
+        let hits: Vec<&str> = names.iter().copied().filter(|n| glob_matches(&pattern, n)).collect();
+        if hits.is_empty() {
+            bail!(
+                "freeze.train.{i}: `{g}` matches no encoder tensor (the pooler never trains); tensor names look \
+                 like {}",
+                examples(&names)
+            );
+        }
+        out.extend(hits.into_iter().map(str::to_string));
+    }
+    Ok(out)
+}
+
+/// A few tensor names, quoted: the first, a bias and a weight of the first layer, and the last.
+fn examples(names: &[&str]) -> String {
+    let layer = |suffix: &str| names.iter().find(|n| n.contains(".layer.0.") && n.ends_with(suffix));
+    let mut picked: Vec<&str> = Vec::new();
+    for n in [names.first(), layer(".bias"), layer(".weight"), names.last()]
+        .into_iter()
+        .flatten()
+    {
+        if !picked.contains(n) {
+            picked.push(n);
+        }
+    }
+    picked.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// Equal bits, not merely equal values (0.0 and -0.0 differ here).
@@ -122,13 +220,8 @@ fn bit_equal(a: &Tensor, b: &Tensor) -> bool {
 pub(crate) struct Snapshot(Vec<(String, Tensor)>);
 
 impl Snapshot {
-    pub(crate) fn take<'a>(groups: impl IntoIterator<Item = &'a ParamGroup>) -> Self {
-        Snapshot(
-            groups
-                .into_iter()
-                .flat_map(|g| g.vars.iter().map(|(n, t)| (n.clone(), t.detach().copy())))
-                .collect(),
-        )
+    pub(crate) fn take(vars: impl IntoIterator<Item = (String, Tensor)>) -> Self {
+        Snapshot(vars.into_iter().map(|(n, t)| (n, t.detach().copy())).collect())
     }
 
     /// Names of the tensors that differ from the snapshot.
@@ -166,5 +259,16 @@ mod tests {
         assert_eq!(top2, [false, false, false, false, true, true]);
         assert!(!decide(&Group::Embeddings, &Scenario::None, Some(2), 6));
         assert!(!decide(&head("a"), &Scenario::All, None, 6));
+    }
+
+    #[test]
+    fn globs_match_whole_names_or_dotted_suffixes() {
+        let m = |g: &str, n: &str| glob_matches(&glob::Pattern::new(g).unwrap(), n);
+        let q = "encoder.layer.5.attention.self.query.bias";
+        assert!(m("*.bias", q) && m("layer.5.*", q) && m(q, q) && m("layer.?.attention.*", q));
+        assert!(!m("*.weight", q) && !m("layer.1.*", q) && !m("ayer.5.*", q));
+        assert!(!m("layer.1.*", "encoder.layer.11.output.dense.bias"));
+        assert!(m("embeddings.LayerNorm.*", "embeddings.LayerNorm.weight"));
+        assert!(!m("LayerNorm", "embeddings.LayerNorm.weight"));
     }
 }

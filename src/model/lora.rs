@@ -21,40 +21,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use anyhow::{bail, Context, Result};
 use rand::distributions::{Distribution, Uniform};
 use rand::SeedableRng;
-use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::encoder::Architecture;
 
-/// The `lora:` settings; defaults are PEFT 0.13's `LoraConfig` defaults.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LoraConfig {
-    /// rank of A (r x in) and B (out x r)
-    pub r: i64,
-    /// the update is scaled by alpha / r (alpha / sqrt(r) with `use_rslora`)
-    pub alpha: f64,
-    /// PEFT's lora_dropout; only 0.0: the merged-weight design is exact only without dropout
-    pub dropout: f64,
-    /// module names or dotted suffixes; `None` is the architecture's default (`default_targets`)
-    pub target: Option<Vec<String>>,
-    /// layer indices to adapt; `None` is every layer (PEFT's `layers_to_transform`)
-    pub layers: Option<Vec<usize>>,
-    pub use_rslora: bool,
-}
-
-impl Default for LoraConfig {
-    fn default() -> Self {
-        LoraConfig {
-            r: 8,
-            alpha: 8.0,
-            dropout: 0.0,
-            target: None,
-            layers: None,
-            use_rslora: false,
-        }
-    }
-}
+pub use crate::config::LoraConfig;
 
 /// PEFT's `TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING["bert"]` is `["query", "value"]`; PEFT has no
 /// DistilBERT entry, so harness picks its equivalents, the query and value projections `q_lin`, `v_lin`.
@@ -64,47 +35,6 @@ pub fn default_targets(arch: Architecture) -> Vec<String> {
         Architecture::DistilBert => &["q_lin", "v_lin"],
     };
     names.iter().map(|s| s.to_string()).collect()
-}
-
-impl LoraConfig {
-    /// s = alpha / r, or alpha / sqrt(r) with rsLoRA (as PEFT's `update_layer`).
-    pub fn scaling(&self) -> f64 {
-        if self.use_rslora {
-            self.alpha / (self.r as f64).sqrt()
-        } else {
-            self.alpha / self.r as f64
-        }
-    }
-
-    /// The checks that need no model: r, alpha, dropout, empty lists.
-    pub fn validate(&self) -> Result<()> {
-        if self.r < 1 {
-            bail!(
-                "lora.r is {} but must be a positive integer (PEFT's default is 8)",
-                self.r
-            );
-        }
-        if !(self.alpha > 0.0 && self.alpha.is_finite()) {
-            bail!(
-                "lora.alpha is {} but must be a positive number (PEFT's default is 8)",
-                self.alpha
-            );
-        }
-        if self.dropout != 0.0 {
-            bail!(
-                "lora.dropout is {} but only 0.0 is supported (harness merges B·A into the weight, which equals \
-                 PEFT's LoRA exactly only without dropout)",
-                self.dropout
-            );
-        }
-        if self.target.as_ref().is_some_and(Vec::is_empty) {
-            bail!("lora.target is empty: name at least one module, or leave it out for the default");
-        }
-        if self.layers.as_ref().is_some_and(Vec::is_empty) {
-            bail!("lora.layers is empty: list layer indices, or leave it out for every layer");
-        }
-        Ok(())
-    }
 }
 
 /// One adapted Linear layer.
@@ -201,7 +131,7 @@ fn select<'a>(lin: &'a [Linear], cfg: &LoraConfig, arch: Architecture) -> Result
     for t in &targets {
         if !lin.iter().any(|l| matches_target(&l.name, t)) {
             bail!(
-                "lora.target `{t}` matches no Linear layer of this {arch:?} model; valid module names: {} \
+                "freeze.lora.target `{t}` matches no Linear layer of this {arch:?} model; valid module names: {} \
                  (or a dotted suffix of a full name such as `{}`)",
                 valid_names(lin),
                 lin.first().map_or("", |l| l.name.as_str())
@@ -215,7 +145,7 @@ fn select<'a>(lin: &'a [Linear], cfg: &LoraConfig, arch: Architecture) -> Result
                 (Some(lo), Some(hi)) => format!("{lo}..={hi}"),
                 _ => "none".into(),
             };
-            bail!("lora.layers: layer {n} is out of range: this model has layers {range}");
+            bail!("freeze.lora.layers: layer {n} is out of range: this model has layers {range}");
         }
     }
     let chosen: Vec<&Linear> = lin
@@ -228,7 +158,7 @@ fn select<'a>(lin: &'a [Linear], cfg: &LoraConfig, arch: Architecture) -> Result
         .collect();
     if chosen.is_empty() {
         bail!(
-            "lora.target {targets:?} with lora.layers {:?} selects no layer",
+            "freeze.lora.target {targets:?} with lora.layers {:?} selects no layer",
             cfg.layers
         );
     }
@@ -259,7 +189,7 @@ impl LoraAdapters {
             let (out, inp) = (l.weight.size()[0], l.weight.size()[1]);
             if config.r > out.min(inp) {
                 bail!(
-                    "lora.r is {} but `{}` is {out} x {inp}: r must be at most min(in, out) = {}",
+                    "freeze.lora.r is {} but `{}` is {out} x {inp}: r must be at most min(in, out) = {}",
                     config.r,
                     l.name,
                     out.min(inp)
@@ -535,14 +465,14 @@ mod tests {
         assert!(e.contains("lora.dropout is 0.1"), "{e}");
         let e = err(&vs, &cfg(|c| c.target = Some(vec!["q_lin".into()])));
         assert!(
-            e.contains("lora.target `q_lin`") && e.contains("dense, key, query, value"),
+            e.contains("freeze.lora.target `q_lin`") && e.contains("dense, key, query, value"),
             "{e}"
         );
         // an embedding is not a Linear layer
         let e = err(&vs, &cfg(|c| c.target = Some(vec!["word_embeddings".into()])));
         assert!(e.contains("`word_embeddings` matches no Linear"), "{e}");
         let e = err(&vs, &cfg(|c| c.layers = Some(vec![0, 2])));
-        assert!(e.contains("lora.layers: layer 2") && e.contains("0..=1"), "{e}");
+        assert!(e.contains("freeze.lora.layers: layer 2") && e.contains("0..=1"), "{e}");
         let e = err(&vs, &cfg(|c| c.target = Some(vec![])));
         assert!(e.contains("lora.target is empty"), "{e}");
     }

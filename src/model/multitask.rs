@@ -9,11 +9,14 @@ use crate::config::{ExperimentConfig, TaskConfig};
 use crate::encoder::sentence::{SentenceEncoder, SentenceOptions};
 use crate::model::group::{Group, ParamGroup};
 use crate::model::heads::Head;
+use crate::model::lora::LoraAdapters;
 use crate::runtime::amp::Precision;
 
 pub struct MultiTaskModel {
     pub sentence: SentenceEncoder,
     pub heads: Vec<Head>,
+    /// LoRA adapters on the encoder (`freeze.lora`), attached after the freezing plan is applied
+    pub lora: Option<LoraAdapters>,
 }
 
 /// One task's answer for one sentence: the most probable label and the whole distribution.
@@ -47,7 +50,24 @@ impl MultiTaskModel {
             .iter()
             .map(|t| Ok(Head::new(&t.name, &t.head, sentence.dim(), t.num_labels()?, device)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(MultiTaskModel { sentence, heads })
+        Ok(MultiTaskModel {
+            sentence,
+            heads,
+            lora: None,
+        })
+    }
+
+    /// Runs `f` with LoRA's targets holding their pretrained W0 (the frozen weights as loaded), then writes
+    /// W0 + s·B·A back; without LoRA just runs `f`. For comparing frozen tensors bit for bit.
+    pub fn with_base_weights<T>(&self, f: impl FnOnce() -> T) -> T {
+        if let Some(l) = &self.lora {
+            l.restore_base();
+        }
+        let out = f();
+        if let Some(l) = &self.lora {
+            l.apply();
+        }
+        out
     }
 
     pub fn head(&self, task: usize) -> &Head {

@@ -16,6 +16,17 @@ pub struct GroupInfo {
     /// not in the checkpoint (BERT's pooler saved with add_pooling_layer=False); written only when true
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub absent: bool,
+    /// trainable parameters when only some of the group's tensors train (`freeze.train`); written only then
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainable_params: Option<i64>,
+}
+
+impl GroupInfo {
+    /// The group's trainable parameters: all, none, or `trainable_params` where only some train.
+    pub fn trainable_count(&self) -> i64 {
+        self.trainable_params
+            .unwrap_or(if self.trainable { self.params } else { 0 })
+    }
 }
 
 fn format_one() -> u32 {

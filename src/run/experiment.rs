@@ -15,11 +15,12 @@ use crate::config::ExperimentConfig;
 use crate::data::LabelledData;
 use crate::model::checkpoint;
 use crate::model::freeze::{FreezePlan, Snapshot};
+use crate::model::lora::LoraAdapters;
 use crate::model::report::{group_infos, groups_table};
 use crate::model::task::TaskKind;
 use crate::model::MultiTaskModel;
 use crate::record::{
-    read_metrics, ConflictWriter, FinalMetrics, MetricsWriter, PrecisionRecord, Provenance, Split, Summary,
+    read_metrics, ConflictWriter, FinalMetrics, GroupInfo, MetricsWriter, PrecisionRecord, Provenance, Split, Summary,
     CONFIG_FILE, CONFLICT_FILE, METRICS_FILE, SUMMARY_FILE,
 };
 use crate::run::run_dir::{RunDir, RunLock};
@@ -91,10 +92,15 @@ fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<(LabelledData, LabelledData)
 /// Model and freezing as the config says; shared by `run`, `inspect` and `predict`.
 pub fn build(cfg: &ExperimentConfig) -> Result<(MultiTaskModel, FreezePlan)> {
     tch::manual_seed(cfg.seed as i64);
-    let model = MultiTaskModel::build(cfg, parse_device(&cfg.device)?)?;
+    let mut model = MultiTaskModel::build(cfg, parse_device(&cfg.device)?)?;
     let groups = model.groups();
     let plan = FreezePlan::new(cfg, &groups, model.sentence.encoder.num_layers as usize)?;
     plan.apply(&groups)?;
+    if let Some(lora) = &cfg.freeze.lora {
+        // after the plan, which froze every encoder tensor: attach makes the target weights gradient probes
+        let enc = &model.sentence.encoder;
+        model.lora = Some(LoraAdapters::attach(&enc.vs, enc.arch, lora, cfg.seed)?);
+    }
     Ok((model, plan))
 }
 
@@ -231,7 +237,7 @@ fn train_and_commit(
         "run {} ({scenario}) on {}\n{}",
         cfg.name,
         describe(model.sentence.device),
-        groups_table(&groups, &plan)?
+        groups_table(&groups, &plan, model.lora.as_ref())?
     );
     let tasks = tokenize(cfg, &model, data)?;
     let metrics_path = work.join(METRICS_FILE);
@@ -258,7 +264,7 @@ fn train_and_commit(
     };
     // from here a signal checkpoints at the next safe point; before, it ends the run at once (nothing to save)
     let _defer = interrupt::defer();
-    let frozen = Snapshot::take(plan.select(&groups, false)?);
+    let frozen = model.with_base_weights(|| plan.select_vars(&groups, false).map(Snapshot::take))?;
     let mut trainer = Trainer::new(Setup {
         model: &model,
         plan: &plan,
@@ -280,7 +286,7 @@ fn train_and_commit(
     let stats = trainer.fit(&mut writer, &ckpts, saved)?;
     drop(writer);
 
-    let changed = frozen.changed(&groups);
+    let changed = model.with_base_weights(|| frozen.changed(&groups));
     let trained = Trained {
         stats,
         frozen_checked: frozen.len(),
@@ -289,7 +295,7 @@ fn train_and_commit(
         wall_s: wall.elapsed().as_secs_f64(),
     };
     let summary = summarize(cfg, &model, &plan, &tasks, &work.join(METRICS_FILE), trained)?;
-    checkpoint::save(&groups, &plan, &work.join(checkpoint::FILE))?;
+    checkpoint::save(&groups, &plan, model.lora.as_ref(), &work.join(checkpoint::FILE))?;
     summary.write(&work.join(SUMMARY_FILE))?;
     if !changed.is_empty() {
         bail!(
@@ -380,7 +386,7 @@ fn summarize(
     metrics: &Path,
     t: Trained,
 ) -> Result<Summary> {
-    let infos = group_infos(&model.groups(), plan)?;
+    let infos = group_infos(&model.groups(), plan, model.lora.as_ref())?;
     let s = t.stats;
     Ok(Summary {
         format: crate::record::FORMAT,
@@ -391,7 +397,7 @@ fn summarize(
         seed: cfg.seed,
         model: cfg.encoder.model.clone(),
         params_total: infos.values().map(|g| g.params).sum(),
-        params_trainable: infos.values().filter(|g| g.trainable).map(|g| g.params).sum(),
+        params_trainable: infos.values().map(GroupInfo::trainable_count).sum(),
         groups: infos,
         frozen_unchanged: t.changed.is_empty(),
         frozen_tensors_checked: t.frozen_checked,

@@ -19,7 +19,7 @@ use crate::train::inflight::{InFlight, PartOut};
 use crate::train::joint::aggregated_grads;
 use crate::train::plan::EpochPlan;
 use crate::train::schedule::mix;
-use crate::train::trainer::Trainer;
+use crate::train::trainer::{grads, Trainer};
 
 impl Trainer<'_> {
     /// Step `pos` of the epoch's `plan` at learning-rate multiplier `factor`. Only fp16's skip decision reads
@@ -156,11 +156,14 @@ impl Trainer<'_> {
         let params = opt.params();
         let (grads, skipped) = match &mut self.scaler {
             Some(scaler) => {
-                let grads = Tensor::run_backward(&[scaler.scale_loss(loss)], &params, false, false);
+                let grads = grads(self.model.lora.as_ref(), &[scaler.scale_loss(loss)], &params)?;
                 let skipped = scaler.unscale(&grads)?;
                 (grads, skipped)
             }
-            None => (Tensor::run_backward(&[loss], &params, false, false), false),
+            None => (
+                grads(self.model.lora.as_ref(), &[loss.shallow_clone()], &params)?,
+                false,
+            ),
         };
         self.clip_and_update(opt, grads, skipped, factor)
     }
@@ -172,6 +175,7 @@ impl Trainer<'_> {
             .unwrap_or_else(|| Tensor::zeros([], (tch::Kind::Float, self.model.sentence.device)));
         if !skipped {
             opt.step(&grads, factor);
+            self.after_update();
         }
         Ok(norm)
     }

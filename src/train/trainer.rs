@@ -18,6 +18,8 @@ use tch::Tensor;
 use crate::config::TrainConfig;
 use crate::model::checkpoint;
 use crate::model::freeze::FreezePlan;
+use crate::model::group::Group;
+use crate::model::lora::LoraAdapters;
 use crate::model::task::TaskMetrics;
 use crate::model::MultiTaskModel;
 use crate::record::{MetricRow, MetricsWriter, Split, WeightingSummary};
@@ -32,7 +34,7 @@ use crate::train::joint::build_aggregator;
 use crate::train::mtl::Aggregator;
 use crate::train::plan::EpochPlan;
 use crate::train::resume::{self, EpochStats, Progress, Saved};
-use crate::train::schedule::lr_factor;
+use crate::train::schedule::{layer_lr_scale, lr_factor};
 use crate::train::weighted::LossWeighting;
 use crate::util::interrupt;
 use crate::util::progress::progress_bar;
@@ -273,11 +275,14 @@ impl<'a> Trainer<'a> {
             .collect()
     }
 
-    /// AdamW over the trainable tensors: the encoder's at `lr_encoder`, the heads' at `lr_heads`.
+    /// AdamW over the trainable tensors: the encoder's at `lr_encoder` (scaled per layer by
+    /// `train.layer_lr_decay`, see `layer_lr_scale`), the heads' at `lr_heads`.
     fn optimizer(&self) -> Result<AdamW> {
-        let (mut enc, mut heads) = (Vec::new(), Vec::new());
-        for g in self.plan.select(&self.model.groups(), true)? {
-            let vars = g.vars.iter().map(|(n, t)| (n.clone(), t.shallow_clone()));
+        // LoRA's A and B open the encoder's set (its own tensors are all frozen then): see `grads`
+        let mut enc = self.model.lora.as_ref().map_or_else(Vec::new, |l| l.trainable());
+        let mut heads = Vec::new();
+        for g in &self.model.groups() {
+            let vars = self.plan.vars(g, true)?;
             if g.group.is_head() {
                 heads.extend(vars);
             } else {
@@ -288,10 +293,21 @@ impl<'a> Trainer<'a> {
             weight_decay: self.cfg.weight_decay,
             ..AdamWConfig::default()
         };
-        Ok(AdamW::new(
-            cfg,
-            vec![(self.cfg.lr_encoder, enc), (self.cfg.lr_heads, heads)],
-        ))
+        let mut opt = AdamW::new(cfg, vec![(self.cfg.lr_encoder, enc), (self.cfg.lr_heads, heads)]);
+        let (d, layers) = (self.cfg.layer_lr_decay, self.model.sentence.encoder.num_layers as usize);
+        // d = 1 gives every scale 1, and lr · 1 is lr bit for bit
+        opt.set_lr_scales(|name| match name.starts_with("head:") {
+            true => 1.0,
+            false => layer_lr_scale(&Group::of_encoder_var(name), d, layers),
+        });
+        Ok(opt)
+    }
+
+    /// After an optimizer step: LoRA's targets get W0 + s·B·A from the updated A and B.
+    pub(crate) fn after_update(&self) {
+        if let Some(lora) = &self.model.lora {
+            lora.apply();
+        }
     }
 
     /// Whether the step just taken ends a logging interval or precedes an evaluation, a checkpoint or the
@@ -384,7 +400,7 @@ impl<'a> Trainer<'a> {
         };
         resume::save(
             &ckpt.dir,
-            &checkpoint::tensors(&self.model.groups(), self.plan)?,
+            &checkpoint::tensors(&self.model.groups(), self.plan, self.model.lora.as_ref())?,
             opt,
             &p,
         )
@@ -536,6 +552,22 @@ impl<'a> Trainer<'a> {
         }
         Ok(())
     }
+}
+
+/// The gradients of `roots` for `params` (`opt.params()`, in order), as `Tensor::run_backward` gives them;
+/// with LoRA the first parameters are its A and B (`Trainer::optimizer`), whose gradients come from their
+/// target weights' (`LoraAdapters::grads_from`).
+pub(crate) fn grads(lora: Option<&LoraAdapters>, roots: &[Tensor], params: &[Tensor]) -> Result<Vec<Tensor>> {
+    let Some(lora) = lora else {
+        return Ok(Tensor::run_backward(roots, params, false, false));
+    };
+    let (probes, n) = (lora.probes(), lora.trainable().len());
+    let inputs: Vec<Tensor> = probes.iter().chain(&params[n..]).map(Tensor::shallow_clone).collect();
+    let mut grads = Tensor::run_backward(roots, &inputs, false, false);
+    let rest = grads.split_off(probes.len());
+    let mut out = lora.grads_from(&grads)?;
+    out.extend(rest);
+    Ok(out)
 }
 
 impl Trainer<'_> {
