@@ -1,6 +1,7 @@
 //! Hostile inputs, third round, tried with the real binary: a stdout closed early, a finished run run again,
 //! signals before a run has anything to save, a FIFO or directory where a file should be, non-finite values
-//! in STS scores and in model weights, and a zero batch size.
+//! in STS scores and in model weights, a zero batch size, a config.json that disagrees with its weights,
+//! and a line too long to read.
 
 mod common;
 
@@ -242,4 +243,118 @@ fn a_zero_batch_size_is_refused() {
     let f = shared_data("stsb/test.tsv");
     let out = harness(&["eval-sts", "--batch-size", "0", "--data", f.to_str().unwrap()]);
     assert_user_error(&out, "--batch-size 0");
+}
+
+/// A folder whose weights are all-MiniLM-L6-v2's (linked, not copied) under a config.json edited by `edit`.
+fn minilm_with_config(root: &Path, edit: impl Fn(&mut serde_json::Value)) -> PathBuf {
+    let src = harness::encoder::ModelFolder::open("all-MiniLM-L6-v2").unwrap().dir;
+    let dir = root.join("minilm");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["model.safetensors", "vocab.txt"] {
+        let _ = std::fs::remove_file(dir.join(f));
+        std::os::unix::fs::symlink(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    dir
+}
+
+/// Runs the binary under an address-space limit of `bytes` (prlimit --as), killing it after 60 s.
+fn limited(bytes: u64, args: &[&str]) -> std::process::Output {
+    let child = Command::new("prlimit")
+        .arg(format!("--as={bytes}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("SLURM_CPUS_PER_TASK") // no thread pool before the input is read
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let t0 = Instant::now();
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() {
+        if t0.elapsed() > Duration::from_secs(60) {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    waiter.join().unwrap()
+}
+
+/// The least address space (within 16 MiB) in which `args` gets as far as printing `needle`: the binary and
+/// its libraries (libtorch, CUDA's) alone take gigabytes of address space, so limits are set relative to it.
+fn least_address_space(args: &[&str], needle: &str) -> u64 {
+    let ok = |b: u64| String::from_utf8_lossy(&limited(b, args).stderr).contains(needle);
+    let (mut lo, mut hi) = (256u64 << 20, 8u64 << 30);
+    assert!(ok(hi), "{args:?} fails even with 8 GiB of address space");
+    while hi - lo > 16 << 20 {
+        let mid = lo + (hi - lo) / 2;
+        if ok(mid) {
+            hi = mid
+        } else {
+            lo = mid
+        }
+    }
+    hi
+}
+
+#[test]
+fn a_config_json_that_disagrees_with_the_weights_is_refused_before_anything_is_allocated() {
+    let d = tempfile::tempdir().unwrap();
+    let embed = |dir: &Path| {
+        let out = limited(
+            16 << 30, // 3840000 x 30522 floats would be 468 GB
+            &["embed", "--device", "cpu", "--model", dir.to_str().unwrap(), "hello"],
+        );
+        assert!(out.status.code().is_some(), "killed: {out:?}");
+        out
+    };
+    let cases: [(&str, i64, &str); 6] = [
+        ("hidden_size", 3_840_000, "weight `embeddings.word_embeddings.weight` has shape [30522, 384]"),
+        ("num_hidden_layers", 100_000, "has 6 layers (no weight `encoder.layer.6.*`)"),
+        ("num_hidden_layers", 2, "has 6 layers (weights `encoder.layer.2.*` beyond them)"),
+        ("vocab_size", 1 << 30, "weight `embeddings.word_embeddings.weight` has shape [30522, 384]"),
+        ("intermediate_size", 1 << 30, "`encoder.layer.0.intermediate.dense.weight` has shape [1536, 384]"),
+        ("max_position_embeddings", 1 << 30, "`embeddings.position_embeddings.weight` has shape [512, 384]"),
+    ];
+    for (key, value, tensor) in cases {
+        let out = embed(&minilm_with_config(d.path(), |c| c[key] = value.into()));
+        assert_user_error(&out, &format!("config.json: `{key}` is {value}, but "));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(tensor), "{out:?}");
+    }
+}
+
+#[test]
+fn a_line_over_a_mebibyte_fails_naming_file_and_line_without_being_read_whole() {
+    let d = tempfile::tempdir().unwrap();
+    // sparse: 200 MB of NUL bytes with no newline take no disk
+    let sparse = |name: &str, head: &str| -> PathBuf {
+        let p = d.path().join(name);
+        let mut f = std::fs::File::create(&p).unwrap();
+        std::io::Write::write_all(&mut f, head.as_bytes()).unwrap();
+        f.set_len(200_000_000).unwrap();
+        p
+    };
+    let long_txt = sparse("long.txt", "");
+    let empty = d.path().join("empty.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    // the address space the binary needs to get as far as reading its input, plus 100 MiB: less than the line
+    let base = least_address_space(&["embed", "--input", empty.to_str().unwrap()], "empty input");
+    let limit = base + (100 << 20);
+
+    let out = limited(limit, &["embed", "--device", "cpu", "--input", long_txt.to_str().unwrap()]);
+    assert_user_error(&out, "long.txt:1: line 1 is over 1048576 bytes");
+
+    let train = sparse("train.tsv", "sentence\tlabel\nfine\t0\n");
+    let text = config_text(d.path(), "  scenario: backbone", "");
+    let sst_train = root().join("../shared/data/sst2/train.tsv");
+    let cfg = d.path().join("long.yaml");
+    std::fs::write(&cfg, text.replacen(sst_train.to_str().unwrap(), train.to_str().unwrap(), 1)).unwrap();
+    let out = limited(limit, &["run", cfg.to_str().unwrap()]);
+    assert_user_error(&out, "train.tsv:3: line 3 is over 1048576 bytes");
 }
