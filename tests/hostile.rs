@@ -358,3 +358,115 @@ fn a_line_over_a_mebibyte_fails_naming_file_and_line_without_being_read_whole() 
     let out = limited(limit, &["run", cfg.to_str().unwrap()]);
     assert_user_error(&out, "train.tsv:3: line 3 is over 1048576 bytes");
 }
+
+/// A config training heads on the tiny encoder `model` (as written: relative paths resolve from the cwd).
+fn tiny_config(dir: &Path, name: &str, model: &str, train: &str) -> PathBuf {
+    let text = config_text(dir, "  scenario: backbone", train).replace("name: t", &format!("name: {name}"));
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, format!("{text}encoder:\n  model: {model}\n  max_length: 32\n")).unwrap();
+    p
+}
+
+#[test]
+fn predict_uses_the_encoder_the_run_was_trained_on_or_refuses() {
+    let d = tempfile::tempdir().unwrap();
+    let (here, elsewhere) = (d.path().join("here"), d.path().join("elsewhere"));
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    tiny_folder(&here);
+    // another encoder under the same relative name, with other weights
+    tiny_folder(&elsewhere);
+    edit_weight(&elsewhere.join("tiny"), EDITED, |t| t * 3.0);
+    let cfg = tiny_config(d.path(), "prov", "tiny", "");
+    let out = harness_in(&here, &["--threads", "2", "run", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = d.path().join("prov");
+    let predict = |cwd: &Path| {
+        harness_in(
+            cwd,
+            &["predict", "--device", "cpu", "--json", "--run", run.to_str().unwrap(), "a fine film"],
+        )
+    };
+    let trained_here = predict(&here);
+    assert!(trained_here.status.success(), "{}", String::from_utf8_lossy(&trained_here.stderr));
+    // from another folder, `tiny` names other weights: the recorded encoder is used, so the answer is the same
+    let from_elsewhere = predict(&elsewhere);
+    assert!(from_elsewhere.status.success(), "{}", String::from_utf8_lossy(&from_elsewhere.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&trained_here.stdout),
+        String::from_utf8_lossy(&from_elsewhere.stdout)
+    );
+    // the trained-on encoder changed: neither path holds its weights any more
+    edit_weight(&here.join("tiny"), EDITED, |t| t * 2.0);
+    assert_user_error(&predict(&elsewhere), "its heads were trained on the encoder");
+    assert_user_error(&predict(&here), "holds other weights");
+}
+
+/// Starts `cfg` and SIGTERMs it once it has a checkpoint: a resumable `.partial` (exit 75).
+fn interrupted(cfg: &Path, partial: &Path) {
+    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["--threads", "2", "run", cfg.to_str().unwrap()])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("a checkpoint", 120, || checkpointed_step(partial).is_some());
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(75), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn resume_refuses_changed_data_and_a_checkpoint_pointer_outside_the_run() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_folder(d.path());
+    let train = d.path().join("train.tsv");
+    std::fs::copy(shared_data("sst2/train.tsv"), &train).unwrap();
+    let cfg = tiny_config(
+        d.path(),
+        "res",
+        model.to_str().unwrap(),
+        "  epochs: 500\n  checkpoint_every_steps: 1\n",
+    );
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen(shared_data("sst2/train.tsv").to_str().unwrap(), train.to_str().unwrap(), 1),
+    )
+    .unwrap();
+    let partial = d.path().join("res.partial");
+    interrupted(&cfg, &partial);
+    let resume = || run(&cfg, &["--resume"]);
+
+    // checkpoint.json pointing outside the run's folder: absolute, `..`, a symlink
+    let pointer = partial.join("checkpoint.json");
+    let good = std::fs::read_to_string(&pointer).unwrap();
+    let real_dir = partial.join(serde_json::from_str::<serde_json::Value>(&good).unwrap()["dir"].as_str().unwrap());
+    let outside = d.path().join("outside");
+    assert!(Command::new("cp").arg("-r").arg(&real_dir).arg(&outside).status().unwrap().success());
+    std::os::unix::fs::symlink(&outside, partial.join("checkpoints/step-evil")).unwrap();
+    for (dir, needle) in [
+        (outside.to_str().unwrap().to_string(), "not at a checkpoint inside the run's folder"),
+        ("../outside".to_string(), "not at a checkpoint inside the run's folder"),
+        ("checkpoints/../../outside".to_string(), "not at a checkpoint inside the run's folder"),
+        ("checkpoints/step-evil".to_string(), "a symlink leading outside the run's folder"),
+    ] {
+        std::fs::write(&pointer, serde_json::json!({ "dir": dir }).to_string()).unwrap();
+        assert_user_error(&resume(), needle);
+    }
+    std::fs::write(&pointer, &good).unwrap();
+
+    // the train file changed after the checkpoint (one label flipped)
+    let mut rows = std::fs::read_to_string(&train).unwrap();
+    let at = rows.find("\t1\n").unwrap();
+    rows.replace_range(at..at + 3, "\t0\n");
+    std::fs::write(&train, rows).unwrap();
+    assert_user_error(
+        &resume(),
+        &format!("cannot resume: {} changed since the run started", train.display()),
+    );
+}
