@@ -470,3 +470,51 @@ fn resume_refuses_changed_data_and_a_checkpoint_pointer_outside_the_run() {
         &format!("cannot resume: {} changed since the run started", train.display()),
     );
 }
+
+/// A copy of the finished run `src` as run `name` with `seed`, its config.yaml edited by `edit`.
+fn copy_run(src: &Path, name: &str, seed: u64, edit: impl Fn(&mut serde_yaml::Value)) -> PathBuf {
+    let dst = src.with_file_name(name);
+    assert!(Command::new("cp").arg("-r").arg(src).arg(&dst).status().unwrap().success());
+    let mut summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dst.join("summary.json")).unwrap()).unwrap();
+    summary["run"] = name.into();
+    summary["seed"] = seed.into();
+    std::fs::write(dst.join("summary.json"), summary.to_string()).unwrap();
+    let mut cfg: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dst.join("config.yaml")).unwrap()).unwrap();
+    cfg["name"] = name.into();
+    cfg["seed"] = seed.into();
+    edit(&mut cfg);
+    std::fs::write(dst.join("config.yaml"), serde_yaml::to_string(&cfg).unwrap()).unwrap();
+    dst
+}
+
+#[test]
+fn compare_merges_only_like_with_like_and_a_missing_path_is_an_error() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_folder(d.path());
+    let cfg = tiny_config(d.path(), "cmp", model.to_str().unwrap(), "");
+    let out = run(&cfg, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = d.path().join("cmp");
+    let seed8 = copy_run(&first, "cmp-seed8", 8, |_| {});
+    let other_lr = copy_run(&first, "cmp-seed9", 9, |c| c["train"]["lr_heads"] = 0.5.into());
+    let other_data = copy_run(&first, "cmp-seed10", 10, |c| c["tasks"][0]["limit_train"] = 40.into());
+    let compare = |dirs: &[&Path]| {
+        let mut args = vec!["compare", "--json"];
+        args.extend(dirs.iter().map(|p| p.to_str().unwrap()));
+        harness(&args)
+    };
+    let same = compare(&[&first, &seed8]);
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&same.stdout).unwrap();
+    assert_eq!((json["n_runs"].as_u64(), json["n_groups"].as_u64()), (Some(2), Some(1)));
+
+    assert_user_error(&compare(&[&first, &seed8, &other_lr]), "differs in `train.lr_heads`");
+    assert_user_error(&compare(&[&first, &other_data]), "differs in `tasks.0.limit_train`");
+    let missing = d.path().join("cmp-seed11");
+    assert_user_error(
+        &compare(&[&first, &missing]),
+        &format!("{}: no such run directory", missing.display()),
+    );
+}
