@@ -518,3 +518,65 @@ fn compare_merges_only_like_with_like_and_a_missing_path_is_an_error() {
         &format!("{}: no such run directory", missing.display()),
     );
 }
+
+#[test]
+fn messages_a_researcher_understands() {
+    let d = tempfile::tempdir().unwrap();
+    let base = config_text(d.path(), "  scenario: backbone", "");
+    let write = |name: &str, text: &str| -> PathBuf {
+        let p = d.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let line_of = |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let jargon = ["usize", "u128", "struct ", "unit value", "invalid type", "FreezeConfig"];
+    let inspect = |cfg: &Path, extra: &[&str]| {
+        let mut args = vec!["inspect", cfg.to_str().unwrap()];
+        args.extend(extra);
+        harness(&args)
+    };
+    // serde's type names, in a file and through --set
+    for (from, to, says) in [
+        ("epochs: 1", "epochs: abc", "train.epochs: `abc` is text, expected a whole number (0 or more)"),
+        ("epochs: 1", "epochs: -1", "train.epochs: -1 is not a whole number (0 or more)"),
+        ("epochs: 1", "epochs: 99999999999999999999999", "train.epochs: 99999999999999999999999 is too large"),
+        ("epochs: 1", "epochs:", "train.epochs: the value is empty"),
+        ("freeze:\n  scenario: backbone", "freeze: 3", "freeze: 3 is not a section of keys"),
+    ] {
+        let text = base.replacen(from, to, 1);
+        let cfg = write("bad.yaml", &text);
+        let want = format!("bad.yaml, line {}: {says}", line_of(&text, to.lines().next().unwrap()));
+        // a fault in the file is the file's, also when unrelated --set overrides are given
+        let extras: &[&[&str]] = if to == "epochs: abc" { &[&[], &["--set", "train.batch_size=8"]] } else { &[&[]] };
+        for extra in extras {
+            let out = inspect(&cfg, extra);
+            assert_user_error(&out, &want);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(jargon.iter().all(|j| !err.contains(j)) && !err.contains("--set"), "{err}");
+        }
+    }
+    let good = write("good.yaml", &base);
+    assert_user_error(
+        &inspect(&good, &["--set", "train.epochs=abc"]),
+        "`train.epochs=abc` (given on the command line): train.epochs: `abc` is text",
+    );
+    assert_user_error(
+        &inspect(&good, &["--set", "train.lr_heads=inf"]),
+        "YAML writes infinity and not-a-number as .inf",
+    );
+    // `~` is not the home folder outside a shell
+    let tilde = write("tilde.yaml", &base.replacen(&format!("output_dir: {}", d.path().display()), "output_dir: ~/runs", 1));
+    assert_user_error(&inspect(&tilde, &[]), "output_dir: `~/runs` starts with `~`, which harness does not expand");
+    assert_user_error(
+        &harness(&["embed", "--input", "~/sentences.txt"]),
+        "~/sentences.txt: missing (a leading `~` is expanded only by a shell",
+    );
+    // a column name given twice in a header
+    let dup = write("dup.tsv", "sentence\tlabel\tsentence\na\t1\tb\n");
+    let sst_train = root().join("../shared/data/sst2/train.tsv");
+    let cfg = write("dup.yaml", &base.replacen(sst_train.to_str().unwrap(), dup.to_str().unwrap(), 1));
+    assert_user_error(
+        &harness(&["run", cfg.to_str().unwrap()]),
+        "dup.tsv:1: column `sentence` appears twice in the header (columns 1 and 3)",
+    );
+}

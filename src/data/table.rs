@@ -36,6 +36,17 @@ impl Table {
         if headers.iter().all(|h| h.is_empty()) {
             bail!("{}: empty file (expected a header line and rows)", path.display());
         }
+        // a column is found by its name: a name given twice would silently pick the first
+        for (j, h) in headers.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+            if let Some(i) = headers[..j].iter().position(|x| x == h) {
+                bail!(
+                    "{}:1: column `{h}` appears twice in the header (columns {} and {})",
+                    path.display(),
+                    i + 1,
+                    j + 1
+                );
+            }
+        }
         let mut rows = Vec::new();
         for rec in reader.records() {
             let rec = rec.map_err(|e| {
