@@ -73,10 +73,7 @@ fn missing_weights_are_named() {
         TINY_DISTILBERT.replace("\"n_layers\": 1", "\"n_layers\": 2"),
     )
     .unwrap();
-    assert_user_error(
-        &embed(&dir),
-        "`n_layers` is 2, but ",
-    );
+    assert_user_error(&embed(&dir), "`n_layers` is 2, but ");
     let out = embed(&dir);
     assert!(String::from_utf8_lossy(&out.stderr).contains("has 1 layer (no weight `distilbert.transformer.layer.1.*`)"));
 }

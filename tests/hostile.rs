@@ -315,12 +315,36 @@ fn a_config_json_that_disagrees_with_the_weights_is_refused_before_anything_is_a
         out
     };
     let cases: [(&str, i64, &str); 6] = [
-        ("hidden_size", 3_840_000, "weight `embeddings.word_embeddings.weight` has shape [30522, 384]"),
-        ("num_hidden_layers", 100_000, "has 6 layers (no weight `encoder.layer.6.*`)"),
-        ("num_hidden_layers", 2, "has 6 layers (weights `encoder.layer.2.*` beyond them)"),
-        ("vocab_size", 1 << 30, "weight `embeddings.word_embeddings.weight` has shape [30522, 384]"),
-        ("intermediate_size", 1 << 30, "`encoder.layer.0.intermediate.dense.weight` has shape [1536, 384]"),
-        ("max_position_embeddings", 1 << 30, "`embeddings.position_embeddings.weight` has shape [512, 384]"),
+        (
+            "hidden_size",
+            3_840_000,
+            "weight `embeddings.word_embeddings.weight` has shape [30522, 384]",
+        ),
+        (
+            "num_hidden_layers",
+            100_000,
+            "has 6 layers (no weight `encoder.layer.6.*`)",
+        ),
+        (
+            "num_hidden_layers",
+            2,
+            "has 6 layers (weights `encoder.layer.2.*` beyond them)",
+        ),
+        (
+            "vocab_size",
+            1 << 30,
+            "weight `embeddings.word_embeddings.weight` has shape [30522, 384]",
+        ),
+        (
+            "intermediate_size",
+            1 << 30,
+            "`encoder.layer.0.intermediate.dense.weight` has shape [1536, 384]",
+        ),
+        (
+            "max_position_embeddings",
+            1 << 30,
+            "`embeddings.position_embeddings.weight` has shape [512, 384]",
+        ),
     ];
     for (key, value, tensor) in cases {
         let out = embed(&minilm_with_config(d.path(), |c| c[key] = value.into()));
@@ -347,14 +371,21 @@ fn a_line_over_a_mebibyte_fails_naming_file_and_line_without_being_read_whole() 
     let base = least_address_space(&["embed", "--input", empty.to_str().unwrap()], "empty input");
     let limit = base + (100 << 20);
 
-    let out = limited(limit, &["embed", "--device", "cpu", "--input", long_txt.to_str().unwrap()]);
+    let out = limited(
+        limit,
+        &["embed", "--device", "cpu", "--input", long_txt.to_str().unwrap()],
+    );
     assert_user_error(&out, "long.txt:1: line 1 is over 1048576 bytes");
 
     let train = sparse("train.tsv", "sentence\tlabel\nfine\t0\n");
     let text = config_text(d.path(), "  scenario: backbone", "");
     let sst_train = root().join("../shared/data/sst2/train.tsv");
     let cfg = d.path().join("long.yaml");
-    std::fs::write(&cfg, text.replacen(sst_train.to_str().unwrap(), train.to_str().unwrap(), 1)).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen(sst_train.to_str().unwrap(), train.to_str().unwrap(), 1),
+    )
+    .unwrap();
     let out = limited(limit, &["run", cfg.to_str().unwrap()]);
     assert_user_error(&out, "train.tsv:3: line 3 is over 1048576 bytes");
 }
@@ -383,14 +414,30 @@ fn predict_uses_the_encoder_the_run_was_trained_on_or_refuses() {
     let predict = |cwd: &Path| {
         harness_in(
             cwd,
-            &["predict", "--device", "cpu", "--json", "--run", run.to_str().unwrap(), "a fine film"],
+            &[
+                "predict",
+                "--device",
+                "cpu",
+                "--json",
+                "--run",
+                run.to_str().unwrap(),
+                "a fine film",
+            ],
         )
     };
     let trained_here = predict(&here);
-    assert!(trained_here.status.success(), "{}", String::from_utf8_lossy(&trained_here.stderr));
+    assert!(
+        trained_here.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trained_here.stderr)
+    );
     // from another folder, `tiny` names other weights: the recorded encoder is used, so the answer is the same
     let from_elsewhere = predict(&elsewhere);
-    assert!(from_elsewhere.status.success(), "{}", String::from_utf8_lossy(&from_elsewhere.stderr));
+    assert!(
+        from_elsewhere.status.success(),
+        "{}",
+        String::from_utf8_lossy(&from_elsewhere.stderr)
+    );
     assert_eq!(
         String::from_utf8_lossy(&trained_here.stdout),
         String::from_utf8_lossy(&from_elsewhere.stdout)
@@ -435,7 +482,11 @@ fn resume_refuses_changed_data_and_a_checkpoint_pointer_outside_the_run() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
         &cfg,
-        text.replacen(shared_data("sst2/train.tsv").to_str().unwrap(), train.to_str().unwrap(), 1),
+        text.replacen(
+            shared_data("sst2/train.tsv").to_str().unwrap(),
+            train.to_str().unwrap(),
+            1,
+        ),
     )
     .unwrap();
     let partial = d.path().join("res.partial");
@@ -445,15 +496,34 @@ fn resume_refuses_changed_data_and_a_checkpoint_pointer_outside_the_run() {
     // checkpoint.json pointing outside the run's folder: absolute, `..`, a symlink
     let pointer = partial.join("checkpoint.json");
     let good = std::fs::read_to_string(&pointer).unwrap();
-    let real_dir = partial.join(serde_json::from_str::<serde_json::Value>(&good).unwrap()["dir"].as_str().unwrap());
+    let real_dir = partial.join(
+        serde_json::from_str::<serde_json::Value>(&good).unwrap()["dir"]
+            .as_str()
+            .unwrap(),
+    );
     let outside = d.path().join("outside");
-    assert!(Command::new("cp").arg("-r").arg(&real_dir).arg(&outside).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg(&real_dir)
+        .arg(&outside)
+        .status()
+        .unwrap()
+        .success());
     std::os::unix::fs::symlink(&outside, partial.join("checkpoints/step-evil")).unwrap();
     for (dir, needle) in [
-        (outside.to_str().unwrap().to_string(), "not at a checkpoint inside the run's folder"),
+        (
+            outside.to_str().unwrap().to_string(),
+            "not at a checkpoint inside the run's folder",
+        ),
         ("../outside".to_string(), "not at a checkpoint inside the run's folder"),
-        ("checkpoints/../../outside".to_string(), "not at a checkpoint inside the run's folder"),
-        ("checkpoints/step-evil".to_string(), "a symlink leading outside the run's folder"),
+        (
+            "checkpoints/../../outside".to_string(),
+            "not at a checkpoint inside the run's folder",
+        ),
+        (
+            "checkpoints/step-evil".to_string(),
+            "a symlink leading outside the run's folder",
+        ),
     ] {
         std::fs::write(&pointer, serde_json::json!({ "dir": dir }).to_string()).unwrap();
         assert_user_error(&resume(), needle);
@@ -474,7 +544,13 @@ fn resume_refuses_changed_data_and_a_checkpoint_pointer_outside_the_run() {
 /// A copy of the finished run `src` as run `name` with `seed`, its config.yaml edited by `edit`.
 fn copy_run(src: &Path, name: &str, seed: u64, edit: impl Fn(&mut serde_yaml::Value)) -> PathBuf {
     let dst = src.with_file_name(name);
-    assert!(Command::new("cp").arg("-r").arg(src).arg(&dst).status().unwrap().success());
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg(src)
+        .arg(&dst)
+        .status()
+        .unwrap()
+        .success());
     let mut summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dst.join("summary.json")).unwrap()).unwrap();
     summary["run"] = name.into();
@@ -537,22 +613,45 @@ fn messages_a_researcher_understands() {
     };
     // serde's type names, in a file and through --set
     for (from, to, says) in [
-        ("epochs: 1", "epochs: abc", "train.epochs: `abc` is text, expected a whole number (0 or more)"),
-        ("epochs: 1", "epochs: -1", "train.epochs: -1 is not a whole number (0 or more)"),
-        ("epochs: 1", "epochs: 99999999999999999999999", "train.epochs: 99999999999999999999999 is too large"),
+        (
+            "epochs: 1",
+            "epochs: abc",
+            "train.epochs: `abc` is text, expected a whole number (0 or more)",
+        ),
+        (
+            "epochs: 1",
+            "epochs: -1",
+            "train.epochs: -1 is not a whole number (0 or more)",
+        ),
+        (
+            "epochs: 1",
+            "epochs: 99999999999999999999999",
+            "train.epochs: 99999999999999999999999 is too large",
+        ),
         ("epochs: 1", "epochs:", "train.epochs: the value is empty"),
-        ("freeze:\n  scenario: backbone", "freeze: 3", "freeze: 3 is not a section of keys"),
+        (
+            "freeze:\n  scenario: backbone",
+            "freeze: 3",
+            "freeze: 3 is not a section of keys",
+        ),
     ] {
         let text = base.replacen(from, to, 1);
         let cfg = write("bad.yaml", &text);
         let want = format!("bad.yaml, line {}: {says}", line_of(&text, to.lines().next().unwrap()));
         // a fault in the file is the file's, also when unrelated --set overrides are given
-        let extras: &[&[&str]] = if to == "epochs: abc" { &[&[], &["--set", "train.batch_size=8"]] } else { &[&[]] };
+        let extras: &[&[&str]] = if to == "epochs: abc" {
+            &[&[], &["--set", "train.batch_size=8"]]
+        } else {
+            &[&[]]
+        };
         for extra in extras {
             let out = inspect(&cfg, extra);
             assert_user_error(&out, &want);
             let err = String::from_utf8_lossy(&out.stderr);
-            assert!(jargon.iter().all(|j| !err.contains(j)) && !err.contains("--set"), "{err}");
+            assert!(
+                jargon.iter().all(|j| !err.contains(j)) && !err.contains("--set"),
+                "{err}"
+            );
         }
     }
     let good = write("good.yaml", &base);
@@ -565,8 +664,14 @@ fn messages_a_researcher_understands() {
         "YAML writes infinity and not-a-number as .inf",
     );
     // `~` is not the home folder outside a shell
-    let tilde = write("tilde.yaml", &base.replacen(&format!("output_dir: {}", d.path().display()), "output_dir: ~/runs", 1));
-    assert_user_error(&inspect(&tilde, &[]), "output_dir: `~/runs` starts with `~`, which harness does not expand");
+    let tilde = write(
+        "tilde.yaml",
+        &base.replacen(&format!("output_dir: {}", d.path().display()), "output_dir: ~/runs", 1),
+    );
+    assert_user_error(
+        &inspect(&tilde, &[]),
+        "output_dir: `~/runs` starts with `~`, which harness does not expand",
+    );
     assert_user_error(
         &harness(&["embed", "--input", "~/sentences.txt"]),
         "~/sentences.txt: missing (a leading `~` is expanded only by a shell",
@@ -574,7 +679,10 @@ fn messages_a_researcher_understands() {
     // a column name given twice in a header
     let dup = write("dup.tsv", "sentence\tlabel\tsentence\na\t1\tb\n");
     let sst_train = root().join("../shared/data/sst2/train.tsv");
-    let cfg = write("dup.yaml", &base.replacen(sst_train.to_str().unwrap(), dup.to_str().unwrap(), 1));
+    let cfg = write(
+        "dup.yaml",
+        &base.replacen(sst_train.to_str().unwrap(), dup.to_str().unwrap(), 1),
+    );
     assert_user_error(
         &harness(&["run", cfg.to_str().unwrap()]),
         "dup.tsv:1: column `sentence` appears twice in the header (columns 1 and 3)",

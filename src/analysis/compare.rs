@@ -12,9 +12,7 @@ use serde::Serialize;
 use crate::analysis::plot::{plot_curves, CurvePoint, RunCurve, TaskCurve};
 use crate::runtime::amp::Precision;
 
-use crate::record::{
-    read_metrics, FinalMetrics, MetricRow, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE,
-};
+use crate::record::{read_metrics, FinalMetrics, MetricRow, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RunData {

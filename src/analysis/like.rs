@@ -7,7 +7,13 @@ use serde_yaml::Value;
 
 /// Keys that may differ between seeds of one configuration: the seed, and the run's name and place (a
 /// sweep names each seed's run; `base_name` is what groups them), and when it checkpoints.
-pub(crate) const FREE_KEYS: [&str; 5] = ["seed", "name", "base_name", "output_dir", "train.checkpoint_every_steps"];
+pub(crate) const FREE_KEYS: [&str; 5] = [
+    "seed",
+    "name",
+    "base_name",
+    "output_dir",
+    "train.checkpoint_every_steps",
+];
 
 /// Every key path (`train.lr_encoder`, `tasks.0.train`) at which `a` and `b` differ, `FREE_KEYS` aside.
 pub(crate) fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
@@ -18,10 +24,20 @@ pub(crate) fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
 }
 
 fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
-    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
     match (a, b) {
         (Value::Mapping(x), Value::Mapping(y)) => {
-            let mut keys: Vec<String> = x.keys().chain(y.keys()).filter_map(|k| k.as_str().map(str::to_string)).collect();
+            let mut keys: Vec<String> = x
+                .keys()
+                .chain(y.keys())
+                .filter_map(|k| k.as_str().map(str::to_string))
+                .collect();
             keys.sort();
             keys.dedup();
             for k in keys {
@@ -37,7 +53,11 @@ fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
             }
         }
         _ if a == b => {}
-        _ => out.push(if path.is_empty() { "(config)".into() } else { path.to_string() }),
+        _ => out.push(if path.is_empty() {
+            "(config)".into()
+        } else {
+            path.to_string()
+        }),
     }
 }
 

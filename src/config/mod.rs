@@ -68,7 +68,10 @@ fn no_tilde(p: &Path, key: &str) -> Result<()> {
             "{key}: `{}` starts with `~`, which harness does not expand (only a shell does): write the full path, \
              e.g. $HOME/{}",
             p.display(),
-            p.to_str().unwrap_or_default().trim_start_matches('~').trim_start_matches('/')
+            p.to_str()
+                .unwrap_or_default()
+                .trim_start_matches('~')
+                .trim_start_matches('/')
         );
     }
     Ok(())
@@ -76,11 +79,19 @@ fn no_tilde(p: &Path, key: &str) -> Result<()> {
 
 /// An error after overrides, blamed on what is at fault: the override that set the key, else the file (read
 /// again alone, for its line number) when the fault is there, else the two together.
-fn blame(path: &Path, text: &str, overrides: &[String], e: serde_path_to_error::Error<serde_yaml::Error>) -> anyhow::Error {
+fn blame(
+    path: &Path,
+    text: &str,
+    overrides: &[String],
+    e: serde_path_to_error::Error<serde_yaml::Error>,
+) -> anyhow::Error {
     let key = e.path().to_string();
     if let Some(o) = overrides.iter().rev().find(|o| overrides::same_key(&key, o)) {
         let msg = format!("{:#}", explain(path, e));
-        let msg = msg.strip_prefix(&format!("{}: ", path.display())).unwrap_or(&msg).to_string();
+        let msg = msg
+            .strip_prefix(&format!("{}: ", path.display()))
+            .unwrap_or(&msg)
+            .to_string();
         return anyhow::anyhow!("`{o}` (given on the command line): {msg}");
     }
     match serde_path_to_error::deserialize::<_, ExperimentConfig>(serde_yaml::Deserializer::from_str(text)) {
@@ -99,7 +110,8 @@ impl ExperimentConfig {
         } else {
             let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
                 // what YAML cannot hold (an integer past 2^64) is explained as the typed reading explains it
-                match serde_path_to_error::deserialize::<_, ExperimentConfig>(serde_yaml::Deserializer::from_str(&text)) {
+                match serde_path_to_error::deserialize::<_, ExperimentConfig>(serde_yaml::Deserializer::from_str(&text))
+                {
                     Err(typed) => explain(path, typed),
                     Ok(_) => anyhow::anyhow!("{}: {e}", path.display()),
                 }

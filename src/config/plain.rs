@@ -33,7 +33,9 @@ fn expected(what: &str) -> String {
         "a string" | "string" | "a borrowed string" => "text",
         "a sequence" | "sequence" => "a list",
         "option" => "a value or null",
-        w if w.starts_with("struct ") || w.starts_with("a map") || w == "map" => "a section of keys (`key: value` lines)",
+        w if w.starts_with("struct ") || w.starts_with("a map") || w == "map" => {
+            "a section of keys (`key: value` lines)"
+        }
         w => return w.to_string(),
     };
     plain.to_string()
@@ -50,7 +52,9 @@ pub(super) fn plain(msg: &str) -> String {
                 if number_word && expected(want) == "a number" {
                     f.push_str(" (YAML writes infinity and not-a-number as .inf, -.inf and .nan)");
                 }
-                let f = f.strip_suffix(" is not that").map_or(f.clone(), |n| format!("{n} is not {}", expected(want)));
+                let f = f
+                    .strip_suffix(" is not that")
+                    .map_or(f.clone(), |n| format!("{n} is not {}", expected(want)));
                 return if f.contains(" is not ") {
                     f
                 } else {
@@ -69,14 +73,26 @@ mod tests {
     #[test]
     fn rust_type_names_never_reach_the_user() {
         let cases = [
-            (r#"invalid type: string "abc", expected usize"#, "`abc` is text, expected a whole number (0 or more)"),
-            ("invalid type: integer `-1`, expected usize", "-1 is not a whole number (0 or more)"),
-            ("invalid type: floating point `1.5`, expected usize", "1.5 is not a whole number (0 or more)"),
+            (
+                r#"invalid type: string "abc", expected usize"#,
+                "`abc` is text, expected a whole number (0 or more)",
+            ),
+            (
+                "invalid type: integer `-1`, expected usize",
+                "-1 is not a whole number (0 or more)",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected usize",
+                "1.5 is not a whole number (0 or more)",
+            ),
             (
                 "invalid type: integer `99999999999999999999999` as u128, expected usize",
                 "99999999999999999999999 is too large, expected a whole number (0 or more)",
             ),
-            ("invalid type: unit value, expected usize", "the value is empty, expected a whole number (0 or more)"),
+            (
+                "invalid type: unit value, expected usize",
+                "the value is empty, expected a whole number (0 or more)",
+            ),
             (
                 "invalid type: integer `3`, expected struct FreezeConfig",
                 "3 is not a section of keys (`key: value` lines)",

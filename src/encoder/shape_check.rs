@@ -26,12 +26,22 @@ fn expectations(folder: &ModelFolder) -> Vec<(String, usize, &'static str, i64)>
     let mut out = vec![
         (words.clone(), 1, hidden, s.hidden_size),
         (words, 0, vocab, s.vocab_size),
-        (format!("{emb}.position_embeddings.weight"), 0, positions, s.max_positions),
+        (
+            format!("{emb}.position_embeddings.weight"),
+            0,
+            positions,
+            s.max_positions,
+        ),
         (format!("{emb}.position_embeddings.weight"), 1, hidden, s.hidden_size),
         (layer0, 0, inter, s.intermediate_size),
     ];
     if let Some(types) = s.type_vocab_size {
-        out.push((format!("{emb}.token_type_embeddings.weight"), 0, "type_vocab_size", types));
+        out.push((
+            format!("{emb}.token_type_embeddings.weight"),
+            0,
+            "type_vocab_size",
+            types,
+        ));
     }
     out
 }
@@ -62,7 +72,13 @@ pub(crate) fn check(folder: &ModelFolder, shapes: &BTreeMap<String, Vec<i64>>) -
     let found = layer_indices(shapes.keys(), prefix);
     let want = folder.shape.num_layers as u64;
     let first_absent = (0..want).find(|i| !found.contains(i));
-    let layers = |n: usize| if n == 1 { "1 layer".to_string() } else { format!("{n} layers") };
+    let layers = |n: usize| {
+        if n == 1 {
+            "1 layer".to_string()
+        } else {
+            format!("{n} layers")
+        }
+    };
     let beyond = found.iter().find(|&&i| i >= want);
     if let Some(i) = first_absent {
         bail!(
@@ -85,12 +101,14 @@ mod tests {
 
     #[test]
     fn layer_blocks_are_counted_by_index() {
-        let names: Vec<String> = ["encoder.layer.0.a", "encoder.layer.1.b", "encoder.layer.1.c", "pooler.x"]
-            .map(String::from)
-            .to_vec();
-        assert_eq!(
-            layer_indices(names.iter(), "encoder.layer."),
-            BTreeSet::from([0, 1])
-        );
+        let names: Vec<String> = [
+            "encoder.layer.0.a",
+            "encoder.layer.1.b",
+            "encoder.layer.1.c",
+            "pooler.x",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(layer_indices(names.iter(), "encoder.layer."), BTreeSet::from([0, 1]));
     }
 }

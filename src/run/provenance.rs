@@ -45,7 +45,10 @@ pub(crate) fn pin_encoder(run: &Path, summary: &Summary, cfg: &mut ExperimentCon
             cfg.encoder.model = cand.to_string();
             return Ok(());
         }
-        seen.push(format!("{} holds other weights ({got})", absolute(&folder.dir).display()));
+        seen.push(format!(
+            "{} holds other weights ({got})",
+            absolute(&folder.dir).display()
+        ));
     }
     seen.dedup();
     bail!(
@@ -67,8 +70,8 @@ fn data_prints(cfg: &ExperimentConfig) -> Result<BTreeMap<String, String>> {
     for t in &cfg.tasks {
         for f in [&t.train, &t.eval] {
             let key = f.display().to_string();
-            if !out.contains_key(&key) {
-                out.insert(key, fingerprint::of_file(f)?);
+            if let std::collections::btree_map::Entry::Vacant(e) = out.entry(key) {
+                e.insert(fingerprint::of_file(f)?);
             }
         }
     }
@@ -80,7 +83,10 @@ pub(crate) fn record_data(dir: &Path, cfg: &ExperimentConfig) -> Result<()> {
     let inputs = Inputs {
         data: data_prints(cfg)?,
     };
-    crate::util::fsx::write_atomic(&dir.join(INPUTS_FILE), serde_json::to_string_pretty(&inputs)?.as_bytes())
+    crate::util::fsx::write_atomic(
+        &dir.join(INPUTS_FILE),
+        serde_json::to_string_pretty(&inputs)?.as_bytes(),
+    )
 }
 
 /// Refuses to resume the run in `dir` when a data file differs from the one it started with (none recorded:

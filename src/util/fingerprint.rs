@@ -39,7 +39,10 @@ pub(crate) fn of_file(path: &Path) -> Result<String> {
         // fill the block whole, so that only the file's last block has a partial word
         let mut n = 0;
         while n < buf.len() {
-            match f.read(&mut buf[n..]).with_context(|| format!("{}: cannot read", path.display()))? {
+            match f
+                .read(&mut buf[n..])
+                .with_context(|| format!("{}: cannot read", path.display()))?
+            {
                 0 => break,
                 k => n += k,
             }

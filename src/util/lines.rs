@@ -94,11 +94,15 @@ mod tests {
         let mut ok = String::new();
         Bounded::new(&text[..], 4).read_to_string(&mut ok).unwrap();
         assert_eq!(ok.as_bytes(), &text[..]);
-        let e = Bounded::new(&text[..], 3).read_to_string(&mut String::new()).unwrap_err();
+        let e = Bounded::new(&text[..], 3)
+            .read_to_string(&mut String::new())
+            .unwrap_err();
         let t = too_long(&e).unwrap();
         assert_eq!((t.line, t.limit), (2, 3));
         // no newline at all: the first line fails
-        let e = Bounded::new(&[b'x'; 100][..], 10).read_to_end(&mut Vec::new()).unwrap_err();
+        let e = Bounded::new(&[b'x'; 100][..], 10)
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
         assert_eq!(too_long(&e).unwrap().line, 1);
     }
 }
