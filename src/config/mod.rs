@@ -15,7 +15,7 @@ mod train;
 
 pub use encoder::EncoderConfig;
 pub use freeze::{FreezeConfig, FrozenTaskLoss, Scenario};
-pub use mtl::{MtlConfig, StepMode, AGGREGATORS};
+pub use mtl::{MtlConfig, StepMode, AGGREGATORS, WEIGHTINGS};
 pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
 pub use train::{Sampling, TrainConfig};
 
@@ -191,6 +191,32 @@ impl ExperimentConfig {
                 "train.step: `joint` needs a task whose head trains, but freeze.scenario `{}` freezes every head",
                 self.freeze.scenario
             );
+        }
+        self.check_weighting()
+    }
+
+    /// A learned or running loss weighting replaces the tasks' fixed `loss_weight`s, and GradNorm balances the
+    /// encoder's gradient norms, so it needs an encoder that trains.
+    fn check_weighting(&self) -> Result<()> {
+        let Some(name) = self.train.mtl.loss_weighting() else {
+            return Ok(());
+        };
+        if let Some((i, t)) = self.tasks.iter().enumerate().find(|(_, t)| t.loss_weight != 1.0) {
+            bail!(
+                "tasks.{i}.loss_weight: {} is set, but train.mtl.weighting `{name}` sets the weights itself (leave loss_weight at 1, or use weighting `fixed`)",
+                t.loss_weight
+            );
+        }
+        let encoder_frozen = matches!(self.freeze.scenario, Scenario::Backbone | Scenario::All)
+            && self.freeze.unfreeze_top_layers.is_none();
+        if name == "gradnorm" && encoder_frozen {
+            bail!(
+                "train.mtl.weighting: `gradnorm` balances the gradient norms of the shared encoder, but freeze.scenario `{}` freezes it",
+                self.freeze.scenario
+            );
+        }
+        if name == "gradnorm" && self.train.precision == crate::runtime::amp::Precision::Fp16 {
+            bail!("train.mtl.weighting: `gradnorm` is not supported with fp16 (its loss scaling) yet; use precision fp32 or bf16");
         }
         Ok(())
     }

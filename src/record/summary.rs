@@ -99,6 +99,20 @@ pub struct Summary {
     pub precision: PrecisionRecord,
     #[serde(default)]
     pub provenance: Provenance,
+    /// a joint step's loss weighting (`train.mtl.weighting`), when one other than `fixed` ran
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighting: Option<WeightingSummary>,
+}
+
+/// What a loss weighting ended with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct WeightingSummary {
+    pub method: String,
+    /// the last step's effective loss weights, by task
+    pub final_weights: BTreeMap<String, f64>,
+    /// its learnable parameters' final values (e.g. uncertainty's `loss_scale`, one per task in task order)
+    #[serde(default)]
+    pub params: BTreeMap<String, Vec<f64>>,
 }
 
 /// A run's precision: requested (`auto` included), used, and why.

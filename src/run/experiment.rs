@@ -404,6 +404,7 @@ fn summarize(
         complete: t.changed.is_empty(),
         provenance: provenance(model, &t.precision)?,
         precision: t.precision,
+        weighting: s.weighting,
     })
 }
 

@@ -38,45 +38,76 @@ pub(crate) fn aggregated_grads(
     params: &[Tensor],
     shared: usize,
 ) -> Result<Vec<Tensor>> {
-    if losses.is_empty() || shared == 0 {
-        bail!("an aggregated step needs at least one task loss and one trainable encoder tensor");
-    }
-    let m = losses.len();
-    let mut rows = Vec::with_capacity(m);
-    let mut heads: Vec<Option<Tensor>> = (shared..params.len()).map(|_| None).collect();
-    let mut reached = vec![false; shared];
-    for (i, loss) in losses.iter().enumerate() {
-        let grads = Tensor::run_backward(&[loss], params, i + 1 < m, false);
-        let mut flat = Vec::with_capacity(shared);
-        for (k, (g, p)) in grads.iter().zip(params).take(shared).enumerate() {
-            reached[k] |= g.defined();
-            flat.push(match g.defined() {
-                true => g.reshape([-1]),
-                false => p.detach().zeros_like().reshape([-1]),
-            });
+    let jac = TaskJacobian::new(losses, params, shared)?;
+    let combined = agg.aggregate(&jac.rows)?;
+    Ok(jac.assemble(&combined, params))
+}
+
+/// The per-task gradients of one joint step: the encoder's as the rows of an m x n Jacobian, the heads'
+/// summed (each head is reached by its own task's loss only, so the sum is that task's gradient).
+pub(crate) struct TaskJacobian {
+    /// m x n: task i's gradient of the `shared` encoder tensors, flattened and concatenated
+    pub rows: Tensor,
+    /// whether any task's loss reached each encoder tensor
+    reached: Vec<bool>,
+    /// each head tensor's gradient (None: no task reached it)
+    heads: Vec<Option<Tensor>>,
+}
+
+impl TaskJacobian {
+    /// One backward pass per task loss (retaining the graph for the next) over `params`, the first `shared`
+    /// of them the encoder's.
+    pub(crate) fn new(losses: &[Tensor], params: &[Tensor], shared: usize) -> Result<Self> {
+        if losses.is_empty() || shared == 0 {
+            bail!("a per-task gradient step needs at least one task loss and one trainable encoder tensor");
         }
-        rows.push(Tensor::cat(&flat, 0));
-        for (h, g) in heads.iter_mut().zip(grads.into_iter().skip(shared)) {
-            if g.defined() {
-                *h = Some(match h.take() {
-                    None => g,
-                    Some(a) => a + g,
+        let m = losses.len();
+        let mut rows = Vec::with_capacity(m);
+        let mut heads: Vec<Option<Tensor>> = (shared..params.len()).map(|_| None).collect();
+        let mut reached = vec![false; shared];
+        for (i, loss) in losses.iter().enumerate() {
+            let grads = Tensor::run_backward(&[loss], params, i + 1 < m, false);
+            let mut flat = Vec::with_capacity(shared);
+            for (k, (g, p)) in grads.iter().zip(params).take(shared).enumerate() {
+                reached[k] |= g.defined();
+                flat.push(match g.defined() {
+                    true => g.reshape([-1]),
+                    false => p.detach().zeros_like().reshape([-1]),
                 });
             }
+            rows.push(Tensor::cat(&flat, 0));
+            for (h, g) in heads.iter_mut().zip(grads.into_iter().skip(shared)) {
+                if g.defined() {
+                    *h = Some(match h.take() {
+                        None => g,
+                        Some(a) => a + g,
+                    });
+                }
+            }
         }
+        Ok(TaskJacobian {
+            rows: Tensor::stack(&rows, 0),
+            reached,
+            heads,
+        })
     }
-    let combined = agg.aggregate(&Tensor::stack(&rows, 0))?;
-    let (mut out, mut at) = (Vec::with_capacity(params.len()), 0i64);
-    for (k, p) in params.iter().take(shared).enumerate() {
-        let n = p.numel() as i64;
-        out.push(match reached[k] {
-            true => combined.narrow(0, at, n).reshape(p.size()),
-            false => Tensor::new(),
-        });
-        at += n;
+
+    /// The gradients of `params` (the order `new` had): the encoder's from `combined` (one flat row of n),
+    /// undefined where no task reached a tensor; the heads' their own tasks'.
+    pub(crate) fn assemble(self, combined: &Tensor, params: &[Tensor]) -> Vec<Tensor> {
+        let shared = self.reached.len();
+        let (mut out, mut at) = (Vec::with_capacity(params.len()), 0i64);
+        for (k, p) in params.iter().take(shared).enumerate() {
+            let n = p.numel() as i64;
+            out.push(match self.reached[k] {
+                true => combined.narrow(0, at, n).reshape(p.size()),
+                false => Tensor::new(),
+            });
+            at += n;
+        }
+        out.extend(self.heads.into_iter().map(|h| h.unwrap_or_else(Tensor::new)));
+        out
     }
-    out.extend(heads.into_iter().map(|h| h.unwrap_or_else(Tensor::new)));
-    Ok(out)
 }
 
 #[cfg(test)]

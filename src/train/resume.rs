@@ -15,6 +15,7 @@ use tch::Tensor;
 use crate::config::ExperimentConfig;
 use crate::runtime::amp::Precision;
 use crate::train::adamw::AdamW;
+use crate::train::weighted::WeightingCheckpoint;
 use crate::util::fsx::{read_text, sync_dir, write_atomic, write_synced};
 
 const POINTER: &str = "checkpoint.json";
@@ -57,6 +58,9 @@ pub(crate) struct Progress {
     /// fp16's loss scale and growth tracker
     #[serde(default)]
     pub loss_scale: Option<(f64, i64)>,
+    /// the loss weighting's state (`train.mtl.weighting`)
+    #[serde(default)]
+    pub weighting: Option<WeightingCheckpoint>,
 }
 
 #[derive(Serialize, Deserialize)]

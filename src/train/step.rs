@@ -1,13 +1,14 @@
 //! One optimisation step: the forward pass and loss of every part of the step (under autocast at the run's
 //! precision), one backward pass over their weighted sum (or, for a joint step under `train.mtl.aggregator`,
-//! one per part with the encoder's gradients aggregated: see `joint`), clipping, the AdamW update (skipped when fp16's loss
+//! one per part with the encoder's gradients aggregated: see `joint`; under `train.mtl.weighting`, as the
+//! weighting says: see `weighted`), clipping, the AdamW update (skipped when fp16's loss
 //! scaler found an overflow), and the outputs left on the device for the next logging point.
 //!
 //! Dropout's generator is reseeded from (seed, step) first, so a resumed run draws the same masks.
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Reduction, Tensor};
 
 use crate::record::Split;
@@ -32,29 +33,17 @@ impl Trainer<'_> {
     ) -> Result<()> {
         let t0 = Instant::now();
         tch::manual_seed(mix(self.seed, (1 << 40) + self.step as u64) as i64);
-        let (mut parts, mut total, mut weighted_parts) = (Vec::new(), None::<Tensor>, Vec::new());
+        let (mut parts, mut losses) = (Vec::new(), Vec::new());
         for (k, part) in plan.steps[pos].parts.iter().enumerate() {
             let (out, loss) = self.part_loss(plan, pos, k)?;
-            let weighted = &loss * self.tasks[part.task].loss_weight;
-            if self.aggregator.is_some() {
-                weighted_parts.push(weighted.shallow_clone());
-            }
-            total = Some(match total {
-                None => weighted,
-                Some(t) => t + weighted,
+            losses.push(match self.weighting {
+                // a loss weighting takes the unweighted losses (their loss_weight is 1: config checks it)
+                Some(_) => loss,
+                None => &loss * self.tasks[part.task].loss_weight,
             });
             parts.push(out);
         }
-        let total = total.expect("a planned step has at least one part");
-        // the optimizer's first set is the encoder's trainable tensors (`Trainer::optimizer`)
-        let shared = opt.sets[0].slots.len();
-        let norm = match self.aggregator.as_deref() {
-            Some(agg) if shared > 0 => {
-                let grads = aggregated_grads(agg, &weighted_parts, &opt.params(), shared)?;
-                self.clip_and_update(opt, grads, false, factor)?
-            }
-            _ => self.backward_and_update(opt, &total, factor)?,
-        };
+        let norm = self.gradients_and_update(opt, &losses, factor)?;
         if let Some(scaler) = &mut self.scaler {
             scaler.update();
             if scaler.collapsed() {
@@ -74,6 +63,33 @@ impl Trainer<'_> {
         self.examples_seen += examples;
         self.train_s += t0.elapsed().as_secs_f64();
         Ok(())
+    }
+
+    /// The step's gradients from its parts' `losses` (weighted by `loss_weight` unless a loss weighting
+    /// weighs them), as `train.mtl` says, then clipping and the update; returns the gradient norm.
+    fn gradients_and_update(&mut self, opt: &mut AdamW, losses: &[Tensor], factor: f64) -> Result<Tensor> {
+        // the optimizer's first set is the encoder's trainable tensors (`Trainer::optimizer`)
+        let shared = opt.sets[0].slots.len();
+        if let Some(w) = &mut self.weighting {
+            let grads = w.grads(losses, &opt.params(), shared)?;
+            let norm = self.clip_and_update(opt, grads, false, factor)?;
+            if let Some(w) = &mut self.weighting {
+                w.update(factor);
+            }
+            return Ok(norm);
+        }
+        match self.aggregator.as_deref() {
+            Some(agg) if shared > 0 => {
+                let grads = aggregated_grads(agg, losses, &opt.params(), shared)?;
+                self.clip_and_update(opt, grads, false, factor)
+            }
+            _ => {
+                let first = losses.first().context("a planned step has at least one part")?;
+                // a new tensor per sum (never in place: the first loss is the part's own)
+                let total = losses[1..].iter().fold(first.shallow_clone(), |t, l| t + l);
+                self.backward_and_update(opt, &total, factor)
+            }
+        }
     }
 
     /// Part `k` of step `pos`: its outputs for the in-flight record, and its unweighted mean loss.

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use tch::Tensor;
 
 use crate::config::TrainConfig;
@@ -20,7 +20,7 @@ use crate::model::checkpoint;
 use crate::model::freeze::FreezePlan;
 use crate::model::task::TaskMetrics;
 use crate::model::MultiTaskModel;
-use crate::record::{MetricRow, MetricsWriter, Split};
+use crate::record::{MetricRow, MetricsWriter, Split, WeightingSummary};
 use crate::runtime::amp::{self, GradScaler, Precision};
 use crate::runtime::device::upload;
 use crate::train::adamw::{AdamW, AdamWConfig};
@@ -32,6 +32,7 @@ use crate::train::mtl::Aggregator;
 use crate::train::plan::EpochPlan;
 use crate::train::resume::{self, EpochStats, Progress, Saved};
 use crate::train::schedule::lr_factor;
+use crate::train::weighted::LossWeighting;
 use crate::util::interrupt;
 use crate::util::progress::progress_bar;
 
@@ -42,7 +43,7 @@ struct CachedFeatures {
 }
 
 /// What `Trainer::fit` did, for the run summary.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct FitStats {
     pub steps: usize,
     pub examples_seen: usize,
@@ -51,6 +52,8 @@ pub(crate) struct FitStats {
     pub features_cached: bool,
     /// seconds the run had taken before this process resumed it (0 for a run that was not resumed)
     pub resumed_after_s: f64,
+    /// the loss weighting's final state (`train.mtl.weighting`), when one ran
+    pub weighting: Option<WeightingSummary>,
 }
 
 /// Where checkpoints go and how often (every N steps; each epoch end always).
@@ -99,6 +102,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) hooks: Vec<Box<dyn EvalHook + 'a>>,
     /// a joint step's gradient aggregator (`train.mtl.aggregator`, built in `fit`); None: the weighted sum
     pub(crate) aggregator: Option<Box<dyn Aggregator>>,
+    /// a joint step's loss weighting (`train.mtl.weighting`, built in `fit`); None: the tasks' `loss_weight`s
+    pub(crate) weighting: Option<LossWeighting>,
     pub(crate) step: usize,
     pub(crate) examples_seen: usize,
     pub(crate) train_s: f64,
@@ -129,6 +134,7 @@ impl<'a> Trainer<'a> {
             scaler: None,
             hooks: Vec::new(),
             aggregator: None,
+            weighting: None,
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
@@ -330,6 +336,13 @@ impl<'a> Trainer<'a> {
         if let (Some(scaler), Some((scale, tracker))) = (&mut self.scaler, p.loss_scale) {
             scaler.load_state(scale, tracker);
         }
+        if let Some(w) = &mut self.weighting {
+            let saved = p
+                .weighting
+                .as_ref()
+                .context("the checkpoint has no loss weighting state")?;
+            w.restore(saved)?;
+        }
         (self.step, self.examples_seen, self.train_s, self.elapsed_before) =
             (p.step, p.examples_seen, p.train_s, p.elapsed_s);
         Ok(Cursor {
@@ -356,6 +369,7 @@ impl<'a> Trainer<'a> {
             adam_steps: Default::default(),
             precision: self.precision,
             loss_scale: self.scaler.as_ref().map(GradScaler::state),
+            weighting: self.weighting.as_ref().map(LossWeighting::checkpoint).transpose()?,
         };
         resume::save(
             &ckpt.dir,
@@ -365,14 +379,16 @@ impl<'a> Trainer<'a> {
         )
     }
 
-    fn stats(&self) -> FitStats {
-        FitStats {
+    fn stats(&self) -> Result<FitStats> {
+        let names: Vec<String> = self.tasks.iter().map(|t| t.name.clone()).collect();
+        Ok(FitStats {
             steps: self.step,
             examples_seen: self.examples_seen,
             train_s: self.train_s,
             features_cached: self.cache.is_some(),
             resumed_after_s: self.elapsed_before,
-        }
+            weighting: self.weighting.as_ref().map(|w| w.summary(&names)).transpose()?,
+        })
     }
 
     fn fresh_stats(&self) -> Vec<EpochStats> {
@@ -395,12 +411,14 @@ impl<'a> Trainer<'a> {
         let trained = self.trained_tasks()?;
         if !self.plan.anything_trains() || !trained.contains(&true) {
             crate::say!("nothing to train in this scenario: evaluated once, no optimizer built");
-            return Ok(self.stats());
+            return self.stats();
         }
         self.aggregator = build_aggregator(&self.cfg.mtl)?;
-        if self.aggregator.is_some() && self.scaler.is_some() {
+        let weighted = (0..self.tasks.len()).filter(|&i| trained[i]).collect();
+        self.weighting = LossWeighting::build(self.cfg, weighted, self.seed, self.model.sentence.device)?;
+        if (self.aggregator.is_some() || self.weighting.is_some()) && self.scaler.is_some() {
             anyhow::bail!(
-                "train.mtl.aggregator: not supported with fp16 (its loss scaling) yet; use precision fp32 or bf16"
+                "train.mtl: an aggregator or a loss weighting is not supported with fp16 (its loss scaling) yet; use precision fp32 or bf16"
             );
         }
         let mut opt = self.optimizer()?;
@@ -432,7 +450,7 @@ impl<'a> Trainer<'a> {
             );
             self.run_epoch(&mut opt, &plan, &mut at, sink, ckpt, (warmup, total))?;
         }
-        Ok(self.stats())
+        self.stats()
     }
 
     /// The steps of one epoch from `at` on, each followed by what is due after it.
@@ -481,7 +499,7 @@ impl<'a> Trainer<'a> {
     /// What follows a step: evaluation and the epoch's rows (an interruption there checkpoints the state with
     /// the step still pending, so a resumed run redoes them), then the checkpoint that is due.
     fn after_pending(
-        &self,
+        &mut self,
         opt: &AdamW,
         at: &mut Cursor,
         len: usize,
@@ -497,12 +515,31 @@ impl<'a> Trainer<'a> {
             return Err(e);
         }
         at.pending = false;
+        if at.pos == len {
+            self.end_weighting_epoch(&at.stats)?;
+        }
         let due = ckpt.every_steps.is_some_and(|n| n > 0 && self.step.is_multiple_of(n));
         if due || at.pos == len {
             self.save(ckpt, opt, at, sink.written(), false)?;
             at.saved_at = Some(self.step);
         }
         Ok(())
+    }
+}
+
+impl Trainer<'_> {
+    /// The epoch's mean unweighted loss of each weighted task, to the loss weighting (its history). Runs once per
+    /// epoch, after the epoch's rows and before its checkpoint, so a resumed run neither misses nor repeats it.
+    fn end_weighting_epoch(&mut self, stats: &[EpochStats]) -> Result<()> {
+        let Some(w) = &mut self.weighting else {
+            return Ok(());
+        };
+        let means: Vec<f64> = w
+            .tasks
+            .iter()
+            .map(|&t| stats[t].loss_sum / stats[t].gold.len().max(1) as f64)
+            .collect();
+        w.end_epoch(&means)
     }
 }
 

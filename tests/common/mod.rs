@@ -82,13 +82,23 @@ pub fn max_abs_diff(a: &tch::Tensor, b: &tch::Tensor) -> f64 {
 
 /// A two-task config over the shared data, small enough to train in seconds.
 pub fn config_text(out: &Path, freeze: &str, train: &str) -> String {
+    config_text_for("", out, freeze, train)
+}
+
+/// `config_text` with the encoder `model` (a folder, e.g. `tiny_model`'s; sequences cut at 64 tokens).
+pub fn config_text_on(model: &Path, out: &Path, freeze: &str, train: &str) -> String {
+    let encoder = format!("encoder:\n  model: {}\n  max_length: 64\n", model.display());
+    config_text_for(&encoder, out, freeze, train)
+}
+
+fn config_text_for(encoder: &str, out: &Path, freeze: &str, train: &str) -> String {
     let data = root().join("../shared/data");
     format!(
         r#"name: t
 seed: 7
 device: cpu
 output_dir: {out}
-tasks:
+{encoder}tasks:
   - name: sentiment
     train: {data}/sst2/train.tsv
     eval: {data}/sst2/dev.tsv
@@ -167,11 +177,22 @@ pub fn checkpointed_step(partial: &Path) -> Option<usize> {
 pub const TINY_DISTILBERT: &str = r#"{"model_type": "distilbert", "vocab_size": 30522, "dim": 16, "n_layers": 1,
   "n_heads": 2, "hidden_dim": 24, "max_position_embeddings": 64}"#;
 
-/// A complete, valid tiny DistilBERT folder with random weights saved by harness itself.
+/// A complete, valid tiny DistilBERT folder (one layer) with random weights saved by harness itself.
 pub fn tiny_folder(root: &Path) -> PathBuf {
-    let dir = root.join("tiny");
+    tiny_folder_with(root, "tiny", TINY_DISTILBERT)
+}
+
+/// A tiny DistilBERT of `layers` layers (dim 16, positions up to 64) in `root/tiny-<layers>`: for tests of the
+/// training loop's bookkeeping, which need no pretrained weights and run in a fraction of MiniLM's time.
+pub fn tiny_model(root: &Path, layers: usize) -> PathBuf {
+    let config = TINY_DISTILBERT.replace(r#""n_layers": 1"#, &format!(r#""n_layers": {layers}"#));
+    tiny_folder_with(root, &format!("tiny-{layers}"), &config)
+}
+
+fn tiny_folder_with(root: &Path, name: &str, config: &str) -> PathBuf {
+    let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), TINY_DISTILBERT).unwrap();
+    std::fs::write(dir.join("config.json"), config).unwrap();
     let vocab = harness::encoder::ModelFolder::open("all-MiniLM-L6-v2").unwrap().vocab;
     std::fs::copy(vocab, dir.join("vocab.txt")).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"").unwrap();
