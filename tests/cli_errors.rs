@@ -73,7 +73,9 @@ fn missing_weights_are_named() {
         TINY_DISTILBERT.replace("\"n_layers\": 1", "\"n_layers\": 2"),
     )
     .unwrap();
-    assert_user_error(&embed(&dir), "weights missing, e.g. `distilbert.transformer.layer.1.");
+    assert_user_error(&embed(&dir), "`n_layers` is 2, but ");
+    let out = embed(&dir);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("has 1 layer (no weight `distilbert.transformer.layer.1.*`)"));
 }
 
 #[test]

@@ -198,7 +198,7 @@ fn cells_are_configs_by_grid_by_seeds_and_one_runs_by_index() {
         (
             vec!["--grid", "train.epochs=1,1.0"],
             vec![],
-            "train.epochs: invalid type: floating point",
+            "train.epochs: 1.0 is not a whole number",
         ),
         (vec!["--grid", "seed=1,2"], vec![], "cannot vary"),
         (

@@ -13,13 +13,15 @@ use crate::analysis::conflict::conflict_curves;
 use crate::analysis::plot::{plot_curves, plot_on, Axes, CurvePoint, RunCurve, TaskCurve};
 use crate::runtime::amp::Precision;
 
-use crate::record::{read_metrics, FinalMetrics, MetricRow, Split, Summary, METRICS_FILE, SUMMARY_FILE};
+use crate::record::{read_metrics, FinalMetrics, MetricRow, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RunData {
     pub dir: PathBuf,
     pub summary: Summary,
     pub metrics: Vec<MetricRow>,
+    /// the resolved `config.yaml`, when the run has one: runs merged as seeds must agree on it
+    pub config: Option<serde_yaml::Value>,
 }
 
 impl RunData {
@@ -109,10 +111,18 @@ impl RunData {
 pub(crate) fn load_run(dir: &Path) -> Result<RunData> {
     let summary = Summary::read(&dir.join(SUMMARY_FILE))?;
     let metrics = read_metrics(&dir.join(METRICS_FILE))?;
+    let config_path = dir.join(CONFIG_FILE);
+    let config = if config_path.is_file() {
+        let text = crate::util::fsx::read_text(&config_path)?;
+        Some(serde_yaml::from_str(&text).with_context(|| format!("{}: invalid YAML", config_path.display()))?)
+    } else {
+        None
+    };
     Ok(RunData {
         dir: dir.to_path_buf(),
         summary,
         metrics,
+        config,
     })
 }
 
@@ -270,6 +280,7 @@ fn group_runs(runs: &[RunData]) -> Result<Vec<Group<'_>>> {
                         run.dir.display()
                     );
                 }
+                same_experiment(g, run)?;
                 g.runs.push(run)
             }
             None => groups.push(Group {
@@ -280,6 +291,31 @@ fn group_runs(runs: &[RunData]) -> Result<Vec<Group<'_>>> {
         }
     }
     Ok(groups)
+}
+
+/// Refuses to merge `run` into `g` as one more seed when its resolved config differs in a key other than
+/// `like::FREE_KEYS`, naming the keys.
+fn same_experiment(g: &Group, run: &RunData) -> Result<()> {
+    let first = g.runs[0];
+    let (Some(a), Some(b)) = (&first.config, &run.config) else {
+        return Ok(()); // a run without config.yaml (written by hand, or very old) cannot be checked
+    };
+    let keys = crate::analysis::like::differing_keys(a, b);
+    if !keys.is_empty() {
+        bail!(
+            "runs `{}` ({}) and `{}` ({}) share the name `{}` but are different experiments: their config.yaml \
+             differs in {} (only {} may differ between seeds merged into one row); compare them under \
+             different names or one at a time",
+            first.summary.run,
+            first.dir.display(),
+            run.summary.run,
+            run.dir.display(),
+            g.name,
+            keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+            crate::analysis::like::FREE_KEYS.join(", ")
+        );
+    }
+    Ok(())
 }
 
 impl Group<'_> {

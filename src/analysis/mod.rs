@@ -7,6 +7,7 @@
 pub mod cka;
 pub(crate) mod compare;
 pub(crate) mod conflict;
+pub(crate) mod like;
 pub(crate) mod plot;
 pub(crate) mod sts;
 pub use sts::StsPairs;

@@ -32,6 +32,10 @@ pub(super) fn print_comparison(cmp: &crate::analysis::compare::Comparison) {
 }
 
 pub(super) fn compare_runs(a: CompareArgs) -> Result<()> {
+    // a path that does not exist is a typo or a run that was never made, not something to skip
+    if let Some(p) = a.runs.iter().find(|p| p.symlink_metadata().is_err()) {
+        bail!("{}: no such run directory", p.display());
+    }
     // a shell glob such as results/* also matches files, unfinished `.partial` folders and folders
     // that are not runs (results/bench); a folder with either run file is a run, and must have both
     let runs: Vec<PathBuf> = a

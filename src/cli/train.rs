@@ -10,6 +10,7 @@ use crate::model::checkpoint;
 use crate::model::report;
 use crate::record::{Summary, CONFIG_FILE, SUMMARY_FILE};
 use crate::run::experiment::{self, Start};
+use crate::run::provenance;
 use crate::run::run_dir::{RunDir, RunState};
 use crate::runtime::amp::{self, Precision};
 use crate::util::interrupt;
@@ -104,13 +105,15 @@ pub(super) fn predict(a: PredictArgs) -> Result<()> {
         RunState::Complete => {}
         state => bail!("{} is not a finished run (its state: {state})", a.run.display()),
     }
-    if !Summary::read(&a.run.join(SUMMARY_FILE))?.is_finite() {
+    let summary = Summary::read(&a.run.join(SUMMARY_FILE))?;
+    if !summary.is_finite() {
         bail!(
             "{}: the run's final metrics are not finite (it diverged); its model cannot predict",
             a.run.display()
         );
     }
     let mut cfg = ExperimentConfig::load(&a.run.join(CONFIG_FILE), &[])?;
+    provenance::pin_encoder(&a.run, &summary, &mut cfg)?;
     if let Some(d) = a.device {
         cfg.device = d;
     }

@@ -10,6 +10,7 @@ mod freeze;
 mod lora;
 mod mtl;
 mod overrides;
+mod plain;
 mod task;
 mod train;
 
@@ -61,6 +62,46 @@ fn default_output_dir() -> PathBuf {
     "results".into()
 }
 
+/// A path starting with `~` means the home folder only to a shell (unquoted); here it would be a folder
+/// literally named `~`, so it is refused, naming the key.
+fn no_tilde(p: &Path, key: &str) -> Result<()> {
+    if p.to_str().is_some_and(|s| s == "~" || s.starts_with("~/")) {
+        bail!(
+            "{key}: `{}` starts with `~`, which harness does not expand (only a shell does): write the full path, \
+             e.g. $HOME/{}",
+            p.display(),
+            p.to_str()
+                .unwrap_or_default()
+                .trim_start_matches('~')
+                .trim_start_matches('/')
+        );
+    }
+    Ok(())
+}
+
+/// An error after overrides, blamed on what is at fault: the override that set the key, else the file (read
+/// again alone, for its line number) when the fault is there, else the two together.
+fn blame(
+    path: &Path,
+    text: &str,
+    overrides: &[String],
+    e: serde_path_to_error::Error<serde_yaml::Error>,
+) -> anyhow::Error {
+    let key = e.path().to_string();
+    if let Some(o) = overrides.iter().rev().find(|o| overrides::same_key(&key, o)) {
+        let msg = format!("{:#}", explain(path, e));
+        let msg = msg
+            .strip_prefix(&format!("{}: ", path.display()))
+            .unwrap_or(&msg)
+            .to_string();
+        return anyhow::anyhow!("`{o}` (given on the command line): {msg}");
+    }
+    match serde_path_to_error::deserialize::<_, ExperimentConfig>(serde_yaml::Deserializer::from_str(text)) {
+        Err(alone) if alone.path().to_string() == key => explain(path, alone),
+        _ => explain(path, e).context("after the command line's overrides"),
+    }
+}
+
 impl ExperimentConfig {
     /// Reads a config file, applies `key.path=value` overrides, and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
@@ -69,12 +110,18 @@ impl ExperimentConfig {
             // straight from text, so that errors carry line numbers
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| explain(path, e))?
         } else {
-            let mut value: serde_yaml::Value =
-                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let mut value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| {
+                // what YAML cannot hold (an integer past 2^64) is explained as the typed reading explains it
+                match serde_path_to_error::deserialize::<_, ExperimentConfig>(serde_yaml::Deserializer::from_str(&text))
+                {
+                    Err(typed) => explain(path, typed),
+                    Ok(_) => anyhow::anyhow!("{}: {e}", path.display()),
+                }
+            })?;
             for o in overrides {
                 apply_override(&mut value, o)?;
             }
-            serde_path_to_error::deserialize(value).map_err(|e| explain(path, e).context("after --set overrides"))?
+            serde_path_to_error::deserialize(value).map_err(|e| blame(path, &text, overrides, e))?
         };
         cfg.validate().with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
@@ -104,6 +151,12 @@ impl ExperimentConfig {
             bail!("output_dir: must not be empty (default: results)");
         }
         self.encoder.validate()?;
+        no_tilde(&self.output_dir, "output_dir")?;
+        no_tilde(Path::new(&self.encoder.model), "encoder.model")?;
+        for (i, t) in self.tasks.iter().enumerate() {
+            no_tilde(&t.train, &format!("tasks.{i}.train"))?;
+            no_tilde(&t.eval, &format!("tasks.{i}.eval"))?;
+        }
         if self.tasks.is_empty() {
             bail!("tasks: is empty: give at least one task");
         }

@@ -5,6 +5,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+/// Whether serde's key path (`tasks[0].limit_train`) is the key an override spells (`tasks.0.limit_train`).
+pub(super) fn same_key(serde_path: &str, spec: &str) -> bool {
+    let spelled = spec.split_once('=').map_or(spec, |(k, _)| k);
+    serde_path.replace('[', ".").replace(']', "") == spelled
+}
+
 /// `a.b.0.c=value`: the value is parsed as YAML, so numbers, booleans and lists keep their type.
 pub(super) fn apply_override(root: &mut serde_yaml::Value, spec: &str) -> Result<()> {
     let (key, raw) = spec
@@ -54,14 +60,28 @@ pub(super) fn apply_override(root: &mut serde_yaml::Value, spec: &str) -> Result
     Ok(())
 }
 
-/// serde_yaml's message, with the file name and the key path, and for an unknown key the nearest valid one.
+/// serde_yaml's message in plain words (`plain`), with the file name, the line, the key path, and for an
+/// unknown key the nearest valid one.
 pub(super) fn explain(path: &Path, e: serde_path_to_error::Error<serde_yaml::Error>) -> anyhow::Error {
     let key = e.path().to_string();
-    let msg = e.inner().to_string();
+    let mut msg = e.inner().to_string();
+    let mut at = path.display().to_string();
+    if let Some(loc) = e.inner().location() {
+        let suffix = format!(" at line {} column {}", loc.line(), loc.column());
+        if let Some(m) = msg.strip_suffix(&suffix) {
+            msg = m.to_string();
+        }
+        at = format!("{at}, line {}", loc.line());
+    }
+    // serde_yaml starts its message with the key path too
+    if let Some(m) = msg.strip_prefix(&format!("{key}: ")) {
+        msg = m.to_string();
+    }
+    let shown = super::plain::plain(&msg);
     let mut out = if key == "." {
-        format!("{}: {msg}", path.display())
+        format!("{at}: {shown}")
     } else {
-        format!("{}: {key}: {msg}", path.display())
+        format!("{at}: {key}: {shown}")
     };
     if let Some(rest) = msg.split("unknown field `").nth(1) {
         let unknown = rest.split('`').next().unwrap_or("");

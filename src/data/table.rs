@@ -2,9 +2,12 @@
 //! Every error names the file and, where it applies, the line.
 
 use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use crate::util::lines::{self, Bounded, MAX_LINE_BYTES};
 
 /// A table read whole: the header, and each row with the 1-based line it came from.
 pub(crate) struct Table {
@@ -23,21 +26,32 @@ impl Table {
             .delimiter(if is_csv { b',' } else { b'\t' })
             .quoting(is_csv)
             .flexible(true)
-            .from_reader(std::io::BufReader::new(file));
+            .from_reader(Bounded::new(std::io::BufReader::new(file), MAX_LINE_BYTES));
         let headers: Vec<String> = reader
             .headers()
-            .with_context(|| format!("{}: cannot read the header line", path.display()))?
+            .map_err(|e| csv_error(path, e, ": cannot read the header line"))?
             .iter()
             .map(|h| h.trim().to_string())
             .collect();
         if headers.iter().all(|h| h.is_empty()) {
             bail!("{}: empty file (expected a header line and rows)", path.display());
         }
+        // a column is found by its name: a name given twice would silently pick the first
+        for (j, h) in headers.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+            if let Some(i) = headers[..j].iter().position(|x| x == h) {
+                bail!(
+                    "{}:1: column `{h}` appears twice in the header (columns {} and {})",
+                    path.display(),
+                    i + 1,
+                    j + 1
+                );
+            }
+        }
         let mut rows = Vec::new();
         for rec in reader.records() {
             let rec = rec.map_err(|e| {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                anyhow::anyhow!("{}:{line}: {e}", path.display())
+                csv_error(path, e, &format!(":{line}"))
             })?;
             let line = rec.position().map(|p| p.line()).unwrap_or(0);
             if rec.len() == 1 && rec[0].is_empty() {
@@ -72,18 +86,31 @@ impl Table {
     }
 }
 
-/// One sentence per non-empty line.
+/// A CSV error, or a line over `MAX_LINE_BYTES` named by its line; `what` follows the path otherwise (`:3`
+/// for a row's line, or what failed).
+fn csv_error(path: &Path, e: csv::Error, what: &str) -> anyhow::Error {
+    if let csv::ErrorKind::Io(io) = e.kind() {
+        if lines::too_long(io).is_some() {
+            return lines::read_error(path, io);
+        }
+    }
+    anyhow::anyhow!("{}{what}: {e}", path.display())
+}
+
+/// One sentence per non-empty line; a line over `MAX_LINE_BYTES` fails naming it, before it is read whole.
 pub(crate) fn read_lines(path: &Path) -> Result<Vec<String>> {
-    let text = crate::util::fsx::read_text(path)?;
-    let lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(str::to_string)
-        .collect();
-    if lines.is_empty() {
+    let file = crate::util::fsx::open_regular(path)?;
+    let mut out = Vec::new();
+    for line in BufReader::new(Bounded::new(file, MAX_LINE_BYTES)).lines() {
+        let line = line.map_err(|e| lines::read_error(path, &e))?;
+        if !line.trim().is_empty() {
+            out.push(line);
+        }
+    }
+    if out.is_empty() {
         bail!("{}: empty input (expected one sentence per line)", path.display());
     }
-    Ok(lines)
+    Ok(out)
 }
 
 /// How a label cell becomes a class index.

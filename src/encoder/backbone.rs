@@ -36,6 +36,9 @@ impl Encoder {
     /// same numbers on every device, so what is drawn next (the task heads) is the same on CUDA as on the CPU.
     pub fn load(folder: &ModelFolder, device: Device) -> Result<Self> {
         let tensors = encoder_tensors(read_tensors(&folder.weight_files)?, &folder.weights, folder.arch);
+        // before rust-bert allocates anything from config.json's sizes
+        let shapes = tensors.iter().map(|(n, t)| (n.clone(), t.size())).collect();
+        crate::encoder::shape_check::check(folder, &shapes)?;
         let pooler_absent = folder.arch == Architecture::Bert && !tensors.keys().any(|n| n.starts_with("pooler."));
         if pooler_absent {
             crate::say!(

@@ -7,6 +7,7 @@ pub(crate) mod hub_cache;
 pub(crate) mod model_folder;
 pub(crate) mod pooling;
 pub(crate) mod sentence;
+pub(crate) mod shape_check;
 pub(crate) mod tokenizer;
 
 pub use backbone::Encoder;

@@ -40,6 +40,9 @@ pub struct ModelShape {
     pub num_layers: i64,
     pub max_positions: i64,
     pub vocab_size: i64,
+    pub intermediate_size: i64,
+    /// BERT's token-type table (DistilBERT has none)
+    pub type_vocab_size: Option<i64>,
 }
 
 /// A model folder on disk, checked: every file the encoder needs is there and parses.
@@ -327,11 +330,9 @@ fn size_key(cfg: &serde_json::Value, path: &Path, key: &str, default: Option<i64
     }
 }
 
-/// Reads and checks the sizes that the forward pass depends on.
-fn model_shape(cfg: &serde_json::Value, path: &Path, arch: Architecture) -> Result<ModelShape> {
-    // DistilBERT keys fall back to rust-bert's (= transformers') defaults, as Encoder::build does
-    let d = |v: i64| (arch == Architecture::DistilBert).then_some(v);
-    let [hidden, heads, layers, inter, positions, vocab] = match arch {
+/// config.json's names for [hidden, heads, layers, intermediate, positions, vocab], per architecture.
+pub(crate) fn size_keys(arch: Architecture) -> [&'static str; 6] {
+    match arch {
         Architecture::Bert => [
             "hidden_size",
             "num_attention_heads",
@@ -348,19 +349,27 @@ fn model_shape(cfg: &serde_json::Value, path: &Path, arch: Architecture) -> Resu
             "max_position_embeddings",
             "vocab_size",
         ],
-    };
+    }
+}
+
+/// Reads and checks the sizes that the forward pass depends on.
+fn model_shape(cfg: &serde_json::Value, path: &Path, arch: Architecture) -> Result<ModelShape> {
+    // DistilBERT keys fall back to rust-bert's (= transformers') defaults, as Encoder::build does
+    let d = |v: i64| (arch == Architecture::DistilBert).then_some(v);
+    let [hidden, heads, layers, inter, positions, vocab] = size_keys(arch);
     let shape = ModelShape {
         hidden_size: size_key(cfg, path, hidden, d(768))?,
         num_heads: size_key(cfg, path, heads, d(12))?,
         num_layers: size_key(cfg, path, layers, d(6))?,
         max_positions: size_key(cfg, path, positions, d(512))?,
         vocab_size: size_key(cfg, path, vocab, d(30522))?,
-    };
-    size_key(cfg, path, inter, d(3072))?;
-    if arch == Architecture::Bert {
+        intermediate_size: size_key(cfg, path, inter, d(3072))?,
         // token type ids are all 0, which must index the token-type table
-        size_key(cfg, path, "type_vocab_size", None)?;
-    }
+        type_vocab_size: match arch {
+            Architecture::Bert => Some(size_key(cfg, path, "type_vocab_size", None)?),
+            Architecture::DistilBert => None,
+        },
+    };
     if shape.hidden_size % shape.num_heads != 0 {
         bail!(
             "{}: `{hidden}` {} is not divisible by `{heads}` {} (each attention head gets an equal share)",

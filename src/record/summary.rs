@@ -61,8 +61,10 @@ impl FinalMetrics {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Provenance {
-    /// the resolved model folder
+    /// the resolved model folder, absolute (older runs: as resolved, possibly relative)
     pub model_path: String,
+    /// `util::fingerprint` of its weights files (`<bytes>:<hash>`, `,` between shards; older runs: empty)
+    pub model_fingerprint: String,
     pub precision: String,
     pub threads: i64,
     /// CPU model or GPU name

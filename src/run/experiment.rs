@@ -23,6 +23,7 @@ use crate::record::{
     read_metrics, ConflictWriter, FinalMetrics, GroupInfo, MetricsWriter, PrecisionRecord, Provenance, Split, Summary,
     CONFIG_FILE, CONFLICT_FILE, METRICS_FILE, SUMMARY_FILE,
 };
+use crate::run::provenance;
 use crate::run::run_dir::{RunDir, RunLock};
 use crate::runtime::amp;
 use crate::runtime::device::{describe, device_name, parse_device};
@@ -131,6 +132,7 @@ fn prepare(lock: &RunLock, cfg: &ExperimentConfig, start: Start) -> Result<Optio
         (Start::Resume, Some(s)) => {
             let before = ExperimentConfig::load(&partial.join(CONFIG_FILE), &[])?;
             resume::check_same_config(&before, cfg)?;
+            provenance::check_data(&partial, cfg)?;
             lock.clear_failed()?;
             crate::say!("resuming {name} from step {}", s.progress.step);
             Ok(Some(s))
@@ -248,6 +250,7 @@ fn train_and_commit(
         }
         None => {
             std::fs::write(work.join(CONFIG_FILE), serde_yaml::to_string(cfg)?)?;
+            provenance::record_data(&work, cfg)?;
             MetricsWriter::create(&metrics_path, &extra_columns(&tasks))?
         }
     };
@@ -417,20 +420,23 @@ fn summarize(
             0.0
         },
         complete: t.changed.is_empty(),
-        provenance: provenance(model, &t.precision),
+        provenance: provenance(model, &t.precision)?,
         precision: t.precision,
         weighting: s.weighting,
     })
 }
 
-fn provenance(model: &MultiTaskModel, precision: &PrecisionRecord) -> Provenance {
-    Provenance {
-        model_path: model.sentence.folder.dir.display().to_string(),
+fn provenance(model: &MultiTaskModel, precision: &PrecisionRecord) -> Result<Provenance> {
+    let folder = &model.sentence.folder;
+    Ok(Provenance {
+        // absolute, so that `predict` from another folder finds the very encoder the heads were trained on
+        model_path: provenance::absolute(&folder.dir).display().to_string(),
+        model_fingerprint: crate::util::fingerprint::of_files(&folder.weight_files)?,
         precision: precision.used.to_string(),
         threads: tch::get_num_threads() as i64,
         device_name: device_name(model.sentence.device),
         tch_version: crate::util::versions::TCH.into(),
         libtorch_version: crate::util::versions::libtorch().into(),
         git_commit: crate::util::versions::git_commit().map(str::to_string),
-    }
+    })
 }

@@ -1,6 +1,7 @@
 //! A finished run's trained model, rebuilt from its `config.yaml` and `checkpoint.safetensors`: what
-//! `export` (and tests) start from. Only a complete run with finite final metrics is loaded; a failed,
-//! interrupted, running or diverged one is refused in one line, before anything is built.
+//! `export` (and tests) start from, on the encoder it was trained on (`provenance::pin_encoder`). Only a
+//! complete run with finite final metrics is loaded; a failed, interrupted, running or diverged one is
+//! refused in one line, before anything is built.
 
 use std::path::Path;
 
@@ -11,6 +12,7 @@ use crate::model::checkpoint;
 use crate::model::MultiTaskModel;
 use crate::record::{Summary, CONFIG_FILE, SUMMARY_FILE};
 use crate::run::experiment;
+use crate::run::provenance;
 use crate::run::run_dir::{RunDir, RunState};
 
 /// Checks that `run` is complete and finite and that its checkpoint is there, without building anything.
@@ -37,6 +39,7 @@ pub fn check(run: &Path) -> Result<()> {
 pub fn load(run: &Path) -> Result<(ExperimentConfig, MultiTaskModel)> {
     check(run)?;
     let mut cfg = ExperimentConfig::load(&run.join(CONFIG_FILE), &[])?;
+    provenance::pin_encoder(run, &Summary::read(&run.join(SUMMARY_FILE))?, &mut cfg)?;
     cfg.device = "cpu".into();
     let (model, _) = experiment::build(&cfg)?;
     checkpoint::load(&model, &run.join(checkpoint::FILE))?;

@@ -3,4 +3,5 @@
 
 pub mod experiment;
 pub mod finished;
+pub(crate) mod provenance;
 pub(crate) mod run_dir;

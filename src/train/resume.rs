@@ -134,7 +134,7 @@ pub(crate) fn load(partial: &Path) -> Result<Option<Saved>> {
     }
     let pointer: Pointer = serde_json::from_str(&read_text(&pointer_path)?)
         .with_context(|| format!("{}: not a checkpoint pointer", pointer_path.display()))?;
-    let dir = partial.join(&pointer.dir);
+    let dir = confined(partial, &pointer.dir, &pointer_path)?;
     let progress_path = dir.join(PROGRESS);
     let progress: Progress = serde_json::from_str(&read_text(&progress_path)?)
         .with_context(|| format!("{}: invalid checkpoint progress", progress_path.display()))?;
@@ -147,6 +147,34 @@ pub(crate) fn load(partial: &Path) -> Result<Option<Saved>> {
         model_file: dir.join(MODEL),
         optimizer,
     }))
+}
+
+/// The checkpoint folder a pointer names, which must be one of this run's own: `checkpoints/<name>`, no
+/// absolute path, no `..`, and (symlinks resolved) inside `partial`; a pointer naming anything else is refused.
+fn confined(partial: &Path, dir: &str, pointer_path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let rel = Path::new(dir);
+    let parts: Vec<Component> = rel.components().collect();
+    let plain = parts.len() == 2 && parts.iter().all(|c| matches!(c, Component::Normal(_)));
+    if !plain || parts[0].as_os_str() != DIR {
+        bail!(
+            "{}: points at `{dir}`, not at a checkpoint inside the run's folder (expected {DIR}/<step>)",
+            pointer_path.display()
+        );
+    }
+    let path = partial.join(rel);
+    let inside = match (fs::canonicalize(partial), fs::canonicalize(&path)) {
+        (Ok(root), Ok(real)) => real.starts_with(root.join(DIR)),
+        // a missing folder is reported by the read that follows
+        _ => true,
+    };
+    if !inside {
+        bail!(
+            "{}: `{dir}` is a symlink leading outside the run's folder; refused",
+            pointer_path.display()
+        );
+    }
+    Ok(path)
 }
 
 /// Keys that may differ between a run and its resumption: they do not change the numbers.

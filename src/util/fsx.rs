@@ -20,7 +20,13 @@ pub(crate) fn read_text(path: &Path) -> Result<String> {
 /// FIFO blocks until a writer appears, and a directory or device is never what a data or config path means.
 pub(crate) fn open_regular(path: &Path) -> Result<File> {
     if let Some(why) = not_a_file(path) {
-        anyhow::bail!("{}: {why}", path.display());
+        let tilde = path.to_str().is_some_and(|s| s.starts_with("~/")) && why == "missing";
+        let hint = if tilde {
+            " (a leading `~` is expanded only by a shell, unquoted: write the full path)"
+        } else {
+            ""
+        };
+        anyhow::bail!("{}: {why}{hint}", path.display());
     }
     File::open(path).with_context(|| format!("{}: cannot read", path.display()))
 }
