@@ -687,4 +687,29 @@ fn messages_a_researcher_understands() {
         &harness(&["run", cfg.to_str().unwrap()]),
         "dup.tsv:1: column `sentence` appears twice in the header (columns 1 and 3)",
     );
+    // the label column read as the text: refused; the same file to train and evaluate on: a note
+    let answer = write(
+        "answer.yaml",
+        &base.replacen(
+            "labels: [negative, positive]",
+            "labels: [negative, positive]\n    text_column: label",
+            1,
+        ),
+    );
+    assert_user_error(
+        &inspect(&answer, &[]),
+        "tasks.0: text_column: `label` is also the label_column",
+    );
+    let sst_dev = root().join("../shared/data/sst2/dev.tsv");
+    let same = write(
+        "same.yaml",
+        &base.replacen(sst_dev.to_str().unwrap(), sst_train.to_str().unwrap(), 1),
+    );
+    let out = harness(&["run", same.to_str().unwrap(), "--set", "name=same"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("note: task `sentiment` trains and evaluates on the same file"),
+        "{err}"
+    );
 }

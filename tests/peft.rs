@@ -19,21 +19,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A random tiny DistilBERT with `layers` layers (dim 16), saved by harness itself.
-fn tiny_model(root: &Path, layers: usize) -> PathBuf {
-    let dir = tiny_folder(root);
-    let config = TINY_DISTILBERT.replace("\"n_layers\": 1", &format!("\"n_layers\": {layers}"));
-    std::fs::write(dir.join("config.json"), config).unwrap();
-    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
-    let folder = harness::encoder::ModelFolder::open(dir.to_str().unwrap()).unwrap();
-    harness::encoder::Encoder::build(&folder, tch::Device::Cpu)
-        .unwrap()
-        .vs
-        .save(dir.join("model.safetensors"))
-        .unwrap();
-    dir
-}
-
 /// The shared two-task config on the tiny model; returns its path.
 fn write_config(dir: &Path, model: &Path, freeze: &str, train: &str) -> PathBuf {
     let text = config_text(dir, freeze, train) + &format!("encoder:\n  model: {}\n  max_length: 32\n", model.display());

@@ -137,6 +137,12 @@ impl TaskConfig {
         if self.text_column.is_empty() || self.label_column.is_empty() {
             bail!("text_column, label_column: must not be empty");
         }
+        if self.text_column == self.label_column {
+            bail!(
+                "text_column: `{}` is also the label_column: the model would read the answer (give the column of the texts)",
+                self.text_column
+            );
+        }
         if let Some(l) = &self.labels {
             let unique: std::collections::HashSet<&String> = l.iter().collect();
             if l.len() < 2 || unique.len() != l.len() || l.iter().any(|n| n.trim().is_empty()) {

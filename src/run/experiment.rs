@@ -85,6 +85,17 @@ fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<(LabelledData, LabelledData)
                 .with_context(|| format!("task `{}` train", t.name))?;
             let eval = LabelledData::read(&t.eval, &t.text_column, &t.label_column, &labels, t.limit_eval)
                 .with_context(|| format!("task `{}` eval", t.name))?;
+            let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+            if same(&t.train, &t.eval) {
+                crate::say!(
+                    "note: task `{}` trains and evaluates on the same file ({}): its eval metrics measure fit, not generalisation",
+                    t.name,
+                    t.train.display()
+                );
+            }
             Ok((train, eval))
         })
         .collect()
