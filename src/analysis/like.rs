@@ -17,9 +17,15 @@ pub(crate) const FREE_KEYS: [&str; 5] = [
 
 /// Every key path (`train.lr_encoder`, `tasks.0.train`) at which `a` and `b` differ, `FREE_KEYS` aside.
 pub(crate) fn differing_keys(a: &Value, b: &Value) -> Vec<String> {
+    let mut out = differences(a, b);
+    out.retain(|k| !FREE_KEYS.contains(&k.as_str()));
+    out
+}
+
+/// Every key path at which `a` and `b` differ, in key order (`(config)` when they differ at the top).
+pub(crate) fn differences(a: &Value, b: &Value) -> Vec<String> {
     let mut out = Vec::new();
     walk(a, b, "", &mut out);
-    out.retain(|k| !FREE_KEYS.contains(&k.as_str()));
     out
 }
 

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::analysis::like::differences;
 use crate::config::ExperimentConfig;
 use crate::runtime::amp::Precision;
 use crate::train::adamw::AdamW;
@@ -190,7 +191,7 @@ pub(crate) fn check_same_config(saved: &ExperimentConfig, now: &ExperimentConfig
         }
         Ok(v)
     };
-    if let Some(key) = first_difference(&strip(saved)?, &strip(now)?, "") {
+    if let Some(key) = differences(&strip(saved)?, &strip(now)?).into_iter().next() {
         bail!(
             "cannot resume: `{key}` differs from the checkpointed run's config (only {} may change; \
              use --restart to start over)",
@@ -216,41 +217,6 @@ fn remove_key(v: &mut serde_yaml::Value, key: &str) {
     }
 }
 
-fn first_difference(a: &serde_yaml::Value, b: &serde_yaml::Value, path: &str) -> Option<String> {
-    use serde_yaml::Value;
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_string()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
-    match (a, b) {
-        (Value::Mapping(x), Value::Mapping(y)) => {
-            let keys: std::collections::BTreeSet<String> = x
-                .keys()
-                .chain(y.keys())
-                .filter_map(|k| k.as_str().map(str::to_string))
-                .collect();
-            keys.iter().find_map(|k| match (x.get(k.as_str()), y.get(k.as_str())) {
-                (Some(p), Some(q)) => first_difference(p, q, &join(k)),
-                _ => Some(join(k)),
-            })
-        }
-        (Value::Sequence(x), Value::Sequence(y)) if x.len() == y.len() => x
-            .iter()
-            .zip(y)
-            .enumerate()
-            .find_map(|(i, (p, q))| first_difference(p, q, &join(&i.to_string()))),
-        _ if a == b => None,
-        _ => Some(if path.is_empty() {
-            "(config)".into()
-        } else {
-            path.to_string()
-        }),
-    }
-}
-
 /// Removes the training checkpoints from a finished run's folder (its final weights are kept apart).
 pub(crate) fn discard(partial: &Path) -> Result<()> {
     // the pointer first: a crash in between leaves no pointer to a missing folder
@@ -263,4 +229,27 @@ pub(crate) fn discard(partial: &Path) -> Result<()> {
         fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resume_names_the_first_key_that_differs_and_ignores_the_free_ones() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/full_finetune.yaml");
+        let load = |sets: &[&str]| {
+            ExperimentConfig::load(&path, &sets.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+        };
+        let base = load(&[]);
+        check_same_config(
+            &base,
+            &load(&["output_dir=elsewhere", "train.checkpoint_every_steps=3"]),
+        )
+        .unwrap();
+        let err = check_same_config(&base, &load(&["train.lr_heads=0.5", "train.weight_decay=0.2"])).unwrap_err();
+        assert!(err.to_string().contains("`train.lr_heads` differs"), "{err}");
+        let err = check_same_config(&base, &load(&["tasks.1.limit_train=10"])).unwrap_err();
+        assert!(err.to_string().contains("`tasks.1.limit_train` differs"), "{err}");
+    }
 }
