@@ -751,3 +751,26 @@ fn a_disk_that_fills_during_a_run_fails_naming_the_file_and_keeps_the_reason() {
     let listed = String::from_utf8_lossy(&list.stdout);
     assert!(listed.contains("failed"), "{listed}");
 }
+
+/// Out of memory anywhere (loading libraries, reading weights, encoding): at every address-space limit from too
+/// little to enough, the binary either succeeds or prints one line; libtorch's C++ stack trace never reaches the
+/// user (it did: `frame #0: c10::ThrowEnforceNotMet ...`, 40 lines).
+#[test]
+fn running_out_of_memory_is_one_line_at_every_limit() {
+    let args = ["--threads", "2", "embed", "--model", "all-MiniLM-L6-v2", "hello"];
+    let (mut lo, mut hi) = (256u64 << 20, 8u64 << 30);
+    let mut failures = 0;
+    while hi - lo > 32 << 20 {
+        let mid = lo + (hi - lo) / 2;
+        let out = limited(mid, &args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            hi = mid;
+        } else {
+            failures += 1;
+            assert_eq!(err.lines().count(), 1, "at {} MiB: {err}", mid >> 20);
+            lo = mid;
+        }
+    }
+    assert!(failures > 0, "never ran out of memory");
+}

@@ -8,6 +8,6 @@ pub mod interrupt;
 pub(crate) mod lines;
 pub(crate) mod names;
 pub(crate) mod progress;
-pub(crate) mod say;
+pub mod say;
 pub(crate) mod time;
 pub(crate) mod versions;
