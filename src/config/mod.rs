@@ -185,10 +185,14 @@ impl ExperimentConfig {
         self.freeze.validate()?;
         self.train.validate()?;
         let mtl = &self.train.mtl;
-        if self.freeze.lora.is_some() && (mtl.gradient_aggregator().is_some() || mtl.loss_weighting().is_some()) {
+        if self.freeze.lora.is_some()
+            && (mtl.gradient_aggregator().is_some()
+                || mtl.loss_weighting().is_some()
+                || mtl.log_conflict_every.is_some())
+        {
             bail!(
-                "freeze.lora: not supported with train.mtl.aggregator or train.mtl.weighting yet (their own \
-                 backward passes do not reach LoRA's A and B)"
+                "freeze.lora: not supported with train.mtl.aggregator, train.mtl.weighting or \
+                 train.mtl.log_conflict_every yet (their own backward passes do not reach LoRA's A and B)"
             );
         }
         self.check_joint()
