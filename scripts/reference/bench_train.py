@@ -2,7 +2,11 @@
 mean pooling, one linear head per task, batch 32 drawn from one task at a time, dynamic padding to the
 longest sentence of each (random) batch, AdamW, one epoch.
 
-usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen [fp32|bf16 [DEVICE]]
+usage: bench_train.py MODEL_DIR DATA_DIR LIMIT THREADS full|frozen|lora [fp32|bf16 [DEVICE]]
+full: every encoder tensor trains; frozen: the heads only (the encoder under no_grad, in eval mode); lora: PEFT
+0.13.2's LoraConfig(r=8, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"]) on the encoder
+(get_peft_model: the base frozen, A and B train at the encoder's lr), as harness's `freeze.lora: {r: 8, alpha: 8,
+target: [query, value]}`. The heads train in every mode; the encoder runs in train mode (dropout) unless frozen.
 fp32 (the default) trains in float32; bf16 wraps forward and loss in torch.autocast(device type,
 dtype=torch.bfloat16), with float32 weights, gradients and AdamW state, as harness's train.precision=bf16 does.
 DEVICE: cpu (default), cuda or cuda:N; each batch is moved there inside the timed loop (as harness uploads each
@@ -10,6 +14,7 @@ step's batch), CUDA synchronised before and after it. The encoder is loaded in f
 (gpu-check --pack ships float16 weights).
 Prints JSON with the training examples/s (tokenisation and evaluation excluded)."""
 import csv
+import itertools
 import json
 import random
 import sys
@@ -21,8 +26,8 @@ from transformers import AutoModel, AutoTokenizer
 model_dir, data, limit, threads, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 precision = sys.argv[6] if len(sys.argv) > 6 else "fp32"
 device = torch.device(sys.argv[7] if len(sys.argv) > 7 else "cpu")
-if mode not in ("full", "frozen") or precision not in ("fp32", "bf16"):
-    sys.exit(f"bench_train.py: expected full|frozen and fp32|bf16, got {mode} {precision}")
+if mode not in ("full", "frozen", "lora") or precision not in ("fp32", "bf16"):
+    sys.exit(f"bench_train.py: expected full|frozen|lora and fp32|bf16, got {mode} {precision}")
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 random.seed(0)
@@ -30,7 +35,8 @@ random.seed(0)
 
 def read(path, text, label, offset):
     with open(path, encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:limit]
+        # the first LIMIT rows only, so that peak memory does not hold the whole file
+        rows = list(itertools.islice(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE), limit))
     return [r[text] for r in rows], [int(r[label]) - offset for r in rows]
 
 
@@ -40,11 +46,17 @@ tok = AutoTokenizer.from_pretrained(model_dir)
 encoder = AutoModel.from_pretrained(model_dir).float().to(device)
 heads = torch.nn.ModuleDict({t: torch.nn.Linear(encoder.config.hidden_size, n) for t, (_, n) in tasks.items()}).to(device)
 frozen = mode == "frozen"
-for p in encoder.parameters():
-    p.requires_grad_(not frozen)
-params = list(heads.parameters()) + ([] if frozen else list(encoder.parameters()))
+if mode == "lora":
+    from peft import LoraConfig, get_peft_model
+
+    encoder = get_peft_model(encoder, LoraConfig(r=8, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"]))
+else:
+    for p in encoder.parameters():
+        p.requires_grad_(not frozen)
+trained = [p for p in encoder.parameters() if p.requires_grad]
+params = list(heads.parameters()) + trained
 opt = torch.optim.AdamW([{"params": list(heads.parameters()), "lr": 1e-2}]
-                        + ([] if frozen else [{"params": list(encoder.parameters()), "lr": 5e-5}]), weight_decay=0.01)
+                        + ([{"params": trained, "lr": 5e-5}] if trained else []), weight_decay=0.01)
 
 batches = []
 for t, ((texts, labels), _) in tasks.items():
@@ -85,4 +97,6 @@ for t, enc, y in batches:
     seen += len(y)
 sync()
 secs = time.perf_counter() - t0
-print(json.dumps({"mode": mode, "precision": precision, "device": str(device), "examples": seen, "train_s": secs, "examples_per_s": seen / secs}))
+print(json.dumps({"mode": mode, "precision": precision, "device": str(device), "examples": seen, "train_s": secs,
+                  "examples_per_s": seen / secs, "params_trainable_encoder": sum(p.numel() for p in trained),
+                  "params_trainable": sum(p.numel() for p in params)}))
