@@ -28,7 +28,7 @@ use crate::run::run_dir::{RunDir, RunLock};
 use crate::runtime::amp;
 use crate::runtime::device::{describe, device_name, parse_device};
 use crate::train::resume::{self, Saved};
-use crate::train::{Checkpoints, ConflictLog, FitStats, Setup, TaskData, Trainer};
+use crate::train::{BestTracker, Checkpoints, ConflictLog, FitStats, Setup, TaskData, Trainer};
 use crate::util::interrupt;
 
 /// What to do with an interrupted run's `.partial` found at the start.
@@ -175,6 +175,11 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     // everything that can be checked without writing is checked before the lock: data, model, freezing
     let data = read_tasks(cfg)?;
     let (model, plan) = build(cfg)?;
+    if cfg.train.early_stopping.is_some() && !plan.anything_trains() {
+        bail!(
+            "train.early_stopping: this freezing trains nothing, so there is no evaluation during training to stop on"
+        );
+    }
     let device = model.sentence.device;
     let hw = amp::Hardware::probe(device);
     let fresh = amp::choose(cfg.train.precision, device, &hw)?;
@@ -289,7 +294,8 @@ fn train_and_commit(
         seed: cfg.seed,
     })
     .with_precision(precision.used)
-    .with_conflict_log(conflict);
+    .with_conflict_log(conflict)
+    .with_best(BestTracker::new(&cfg.train, &work));
     if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
         trainer.cache_features()?;
     }
@@ -434,6 +440,8 @@ fn summarize(
         provenance: provenance(model, &t.precision)?,
         precision: t.precision,
         weighting: s.weighting,
+        best: s.best,
+        stopped_early: s.stopped_early,
     })
 }
 
