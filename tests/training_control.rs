@@ -13,7 +13,11 @@ use harness::record::Summary;
 fn write_config(dir: &Path, layers: usize, freeze: &str, train: &str) -> PathBuf {
     let model = tiny_model(dir, layers);
     let p = dir.join("c.yaml");
-    std::fs::write(&p, config_text_on(&model, dir, freeze, train)).unwrap();
+    let mut text = config_text_on(&model, dir, freeze, train);
+    if train.contains("batch_size") {
+        text = text.replacen("  batch_size: 16\n", "", 1);
+    }
+    std::fs::write(&p, text).unwrap();
     p
 }
 
@@ -203,4 +207,153 @@ fn bad_stopping_settings_are_refused_before_the_lock() {
     refused(none, &es("patiense: 2"), "did you mean `patience`");
     refused(none, "  keep_best: true", "train.keep_best: needs train.early_stopping");
     refused("  scenario: all", &es("patience: 1"), "trains nothing");
+}
+
+/// Gradual unfreezing on a two-layer encoder, batches of 8 (10 steps an epoch): epoch 1 trains layer 1 (and the
+/// heads), epoch 2 layers 0 and 1, epoch 3 the embeddings too.
+const GRADUAL: &str = "  scenario: none\n  gradual: {start_layers: 1, add_every_epochs: 1}";
+const GRADUAL_TRAIN: &str = "  epochs: 3\n  batch_size: 8\n  checkpoint_every_steps: 1";
+
+fn safetensors(path: &Path) -> std::collections::HashMap<String, tch::Tensor> {
+    tch::Tensor::read_safetensors(path).unwrap().into_iter().collect()
+}
+
+/// Names of the tensors of `part` (`layer.0.`, `embeddings.`) in `trained`, split by whether they equal the
+/// model folder's bit for bit.
+fn moved(trained: &Path, initial: &Path, part: &str) -> (usize, usize) {
+    let (a, b) = (safetensors(trained), safetensors(initial));
+    let names: Vec<&String> = a.keys().filter(|n| n.contains(part)).collect();
+    assert!(!names.is_empty(), "no `{part}` tensor in {}", trained.display());
+    let same = names.iter().filter(|n| a[**n].equal(&b[**n])).count();
+    (names.len() - same, same)
+}
+
+#[test]
+fn gradual_unfreezing_opens_one_layer_an_epoch_from_the_top_and_proves_the_rest_unmoved() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), 2, GRADUAL, "  epochs: 1\n  batch_size: 8");
+    let out = run(&cfg, &[]);
+    ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("epoch 1 trains the top 1 of 2 layers"));
+    let (ckpt, initial) = (
+        d.path().join("t/checkpoint.safetensors"),
+        d.path().join("tiny-2/model.safetensors"),
+    );
+    // after epoch 1 only layer 1 moved: layer 0 and the embeddings kept every bit (no weight decay either)
+    assert_eq!(moved(&ckpt, &initial, ".layer.0.").0, 0, "layer 0 moved in epoch 1");
+    assert_eq!(
+        moved(&ckpt, &initial, "embeddings.").0,
+        0,
+        "the embeddings moved in epoch 1"
+    );
+    assert_eq!(
+        moved(&ckpt, &initial, ".layer.1.").1,
+        0,
+        "a tensor of layer 1 did not train"
+    );
+    let s = Summary::read(&d.path().join("t/summary.json")).unwrap();
+    assert!(s.frozen_unchanged && s.complete);
+    assert!(s.frozen_tensors_checked > 0);
+    assert_eq!(s.scenario, "none+gradual:1/1");
+}
+
+#[test]
+fn gradual_unfreezing_killed_after_a_phase_boundary_resumes_exactly() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = write_config(d.path(), 2, GRADUAL, GRADUAL_TRAIN);
+    ok(&run(&cfg, &["name=ref"]));
+    let partial = d.path().join("k.partial");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["--threads", "1", "run", cfg.to_str().unwrap(), "--set", "name=k"])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("a checkpoint in epoch 2", 120, || {
+        checkpointed_step(&partial).is_some_and(|s| s >= 12)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // the checkpoint: each tensor took an optimizer step only in the phases that train it
+    let at = checkpointed_step(&partial).unwrap();
+    let ptr: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(partial.join("checkpoint.json")).unwrap()).unwrap();
+    let ck = partial.join(ptr["dir"].as_str().unwrap());
+    let prog: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("progress.json")).unwrap()).unwrap();
+    let opt = safetensors(&ck.join("optimizer.safetensors"));
+    for (part, from) in [(".layer.1.", 0), (".layer.0.", 10), ("embeddings.", 20)] {
+        let want = at.saturating_sub(from) as u64;
+        for (name, steps) in prog["adam_steps"].as_object().unwrap() {
+            if name.contains(part) {
+                assert_eq!(steps.as_u64(), Some(want), "{name} at step {at}");
+                let m = &opt[&format!("{name}.exp_avg")];
+                assert_eq!(
+                    m.abs().sum(tch::Kind::Double).double_value(&[]) == 0.0,
+                    want == 0,
+                    "{name}'s moments"
+                );
+            }
+        }
+    }
+    ok(&harness(&[
+        "--threads",
+        "1",
+        "run",
+        cfg.to_str().unwrap(),
+        "--set",
+        "name=k",
+        "--resume",
+    ]));
+    let (a, b) = (d.path().join("ref"), d.path().join("k"));
+    assert_eq!(metrics(&a), metrics(&b));
+    let bytes = |dir: &Path| std::fs::read(dir.join("checkpoint.safetensors")).unwrap();
+    assert!(bytes(&a) == bytes(&b), "final weights differ after the resume");
+    let initial = d.path().join("tiny-2/model.safetensors");
+    assert_eq!(
+        moved(&a.join("checkpoint.safetensors"), &initial, "embeddings.").1,
+        0,
+        "epoch 3 trains the embeddings"
+    );
+}
+
+#[test]
+fn bad_gradual_settings_are_refused_before_the_lock() {
+    let g = |x: &str| format!("  scenario: none\n  gradual: {{{x}}}");
+    let t = "  epochs: 1";
+    refused(
+        &g("start_layers: 0"),
+        t,
+        "freeze.gradual.start_layers: must be at least 1",
+    );
+    refused(
+        &g("start_layers: 2"),
+        t,
+        "freeze.gradual.start_layers is 2 but the encoder has 1 layers",
+    );
+    refused(&g("add_every_epochs: 0"), t, "freeze.gradual.add_every_epochs");
+    refused(&g("start_layer: 1"), t, "did you mean `start_layers`");
+    refused(
+        &format!("{}\n  lora: {{r: 2}}", g("")),
+        t,
+        "cannot be combined with freeze.lora",
+    );
+    refused(&format!("{}\n  unfreeze_top_layers: 1", g("")), t, "cannot be combined");
+    refused(&format!("{}\n  train: ['*.bias']", g("")), t, "cannot be combined");
+    refused(
+        "  scenario: backbone\n  gradual: {}",
+        t,
+        "scenario `backbone` freezes the encoder",
+    );
+    refused(
+        "  scenario: all\n  gradual: {}",
+        t,
+        "scenario `all` freezes the encoder",
+    );
+    refused(
+        &g(""),
+        "  epochs: 1\n  step: joint\n  mtl: {aggregator: upgrad}",
+        "freeze.gradual: not supported",
+    );
 }

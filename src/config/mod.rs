@@ -16,7 +16,7 @@ mod task;
 mod train;
 
 pub use encoder::EncoderConfig;
-pub use freeze::{FreezeConfig, FrozenTaskLoss, Scenario};
+pub use freeze::{FreezeConfig, FrozenTaskLoss, GradualConfig, Scenario};
 pub use lora::LoraConfig;
 pub use mtl::{MtlConfig, StepMode, AGGREGATORS, WEIGHTINGS};
 pub use stopping::{EarlyStopping, StopMetric};
@@ -135,6 +135,9 @@ impl ExperimentConfig {
             Some(k) => format!("unfreeze_top{k}"),
             None => self.freeze.scenario.to_string(),
         };
+        if let Some(g) = &self.freeze.gradual {
+            return format!("{base}+gradual:{}/{}", g.start_layers, g.add_every_epochs);
+        }
         match &self.freeze.lora {
             Some(l) => format!("{base}+lora:r{}", l.r),
             None if self.freeze.train.is_empty() => base,
@@ -187,7 +190,14 @@ impl ExperimentConfig {
         self.freeze.validate()?;
         self.train.validate()?;
         let mtl = &self.train.mtl;
-        if self.freeze.lora.is_some() && (mtl.gradient_aggregator().is_some() || mtl.loss_weighting().is_some()) {
+        let own_backward = mtl.gradient_aggregator().is_some() || mtl.loss_weighting().is_some();
+        if self.freeze.gradual.is_some() && (own_backward || mtl.log_conflict_every.is_some()) {
+            bail!(
+                "freeze.gradual: not supported with train.mtl.aggregator, train.mtl.weighting or \
+                 train.mtl.log_conflict_every yet (their own backward passes take every encoder tensor)"
+            );
+        }
+        if self.freeze.lora.is_some() && own_backward {
             bail!(
                 "freeze.lora: not supported with train.mtl.aggregator or train.mtl.weighting yet (their own \
                  backward passes do not reach LoRA's A and B)"

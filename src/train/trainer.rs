@@ -29,6 +29,7 @@ use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::best::BestTracker;
 use crate::train::conflict::ConflictLog;
 use crate::train::data::TaskData;
+use crate::train::gradual::Unfreezing;
 use crate::train::hook::EvalHook;
 use crate::train::inflight::Pending;
 use crate::train::joint::build_aggregator;
@@ -62,6 +63,9 @@ pub(crate) struct FitStats {
     pub best: Option<BestEvaluation>,
     /// training ended before its last planned step (`train.early_stopping`)
     pub stopped_early: bool,
+    /// `freeze.gradual`: tensors that moved while their phase had them frozen, and how many were compared
+    pub phase_changed: Vec<String>,
+    pub phase_checked: usize,
 }
 
 /// Where checkpoints go and how often (every N steps; each epoch end always).
@@ -116,6 +120,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) conflict: Option<ConflictLog>,
     /// early stopping and the best weights (`train.early_stopping`, `train.keep_best`)
     best: Option<BestTracker>,
+    /// gradual unfreezing (`freeze.gradual`)
+    pub(crate) gradual: Option<Unfreezing>,
     pub(crate) step: usize,
     pub(crate) examples_seen: usize,
     pub(crate) train_s: f64,
@@ -149,6 +155,7 @@ impl<'a> Trainer<'a> {
             weighting: None,
             conflict: None,
             best: None,
+            gradual: None,
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
@@ -173,6 +180,12 @@ impl<'a> Trainer<'a> {
     /// Tracks the best evaluation and stops training early (see `best`).
     pub(crate) fn with_best(mut self, best: Option<BestTracker>) -> Self {
         self.best = best;
+        self
+    }
+
+    /// Unfreezes the encoder gradually (see `gradual`).
+    pub(crate) fn with_gradual(mut self, gradual: Option<Unfreezing>) -> Self {
+        self.gradual = gradual;
         self
     }
 
@@ -451,6 +464,8 @@ impl<'a> Trainer<'a> {
             weighting: self.weighting.as_ref().map(|w| w.summary(&names)).transpose()?,
             best: self.best.as_ref().and_then(|b| b.state.best.clone()),
             stopped_early: false,
+            phase_changed: self.gradual.as_ref().map_or_else(Vec::new, |u| u.changed.clone()),
+            phase_checked: self.gradual.as_ref().map_or(0, |u| u.checked),
         })
     }
 
@@ -506,6 +521,9 @@ impl<'a> Trainer<'a> {
             if epoch != first {
                 (at.epoch, at.pos, at.pending, at.stats) = (epoch, 0, false, self.fresh_stats());
             }
+            if let Some(u) = &mut self.gradual {
+                u.enter(epoch, &self.model.groups(), self.plan, &opt)?;
+            }
             let plan = EpochPlan::new(
                 self.tasks,
                 &trained,
@@ -515,6 +533,9 @@ impl<'a> Trainer<'a> {
                 self.model.sentence.device,
             );
             self.run_epoch(&mut opt, &plan, &mut at, sink, ckpt, (warmup, total))?;
+        }
+        if let Some(u) = &mut self.gradual {
+            u.finish(&self.model.groups());
         }
         let stopped_early = self.stopping() && self.step < steps_per_epoch * self.cfg.epochs;
         if stopped_early {
