@@ -163,3 +163,19 @@ pub enum FrozenTaskLoss {
     /// its batches are not trained on
     Ignore,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradual_opens_layers_from_the_top_then_the_embeddings() {
+        let g = GradualConfig {
+            start_layers: 2,
+            add_every_epochs: 2,
+        };
+        let open: Vec<usize> = (1..=9).map(|t| g.open_at(t, 4)).collect();
+        // levels: 4 layers, then the embeddings as the fifth
+        assert_eq!(open, [2, 2, 3, 3, 4, 4, 5, 5, 5]);
+    }
+}

@@ -102,3 +102,23 @@ impl EarlyStopping {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_read_and_write_as_the_same_string() {
+        for s in ["mean_accuracy", "sentiment.accuracy", "a.b.macro_f1"] {
+            let m = StopMetric::try_from(s.to_string()).unwrap();
+            assert_eq!(m.to_string(), s);
+        }
+        assert_eq!(
+            StopMetric::try_from("a.b.macro_f1".to_string()).unwrap().task(),
+            Some("a.b")
+        );
+        for bad in ["accuracy", ".accuracy", "a.loss", ""] {
+            assert!(StopMetric::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
+}
