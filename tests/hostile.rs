@@ -713,3 +713,41 @@ fn messages_a_researcher_understands() {
         "{err}"
     );
 }
+
+/// A full disk, as `prlimit --fsize` makes one (every write past the limit fails with EFBIG; SIGXFSZ, which
+/// would kill the process instead, is ignored by the shell before it execs the binary): the run fails naming
+/// the file it could not write, the half-written checkpoint is removed, and the failure record holds the reason.
+#[test]
+fn a_disk_that_fills_during_a_run_fails_naming_the_file_and_keeps_the_reason() {
+    let d = tempfile::tempdir().unwrap();
+    let model = tiny_model(d.path(), 1);
+    let p = d.path().join("c.yaml");
+    let train = "  checkpoint_every_steps: 1";
+    std::fs::write(&p, config_text_on(&model, d.path(), "  scenario: none", train)).unwrap();
+    // the tiny model's checkpoint is about 2 MB; config.yaml, inputs.json and metrics.csv are a few kB
+    let out = Command::new("sh")
+        .args(["-c", "trap '' XFSZ; exec prlimit --fsize=500000 -- \"$@\"", "sh"])
+        .arg(env!("CARGO_BIN_EXE_harness"))
+        .args(["--threads", "1", "run", p.to_str().unwrap()])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let partial = d.path().join("t.partial");
+    let tmp = partial.join("checkpoints/step-00000001.tmp");
+    assert!(
+        err.contains(&format!(
+            "{}: cannot write: File too large",
+            tmp.join("model.safetensors").display()
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("IoError"), "{err}");
+    assert!(!tmp.exists(), "the half-written checkpoint is left behind");
+    let reason = std::fs::read_to_string(partial.join("error.txt")).unwrap();
+    assert!(reason.contains("cannot write: File too large"), "{reason}");
+    let list = harness(&["sweep", "--list", p.to_str().unwrap()]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(listed.contains("failed"), "{listed}");
+}

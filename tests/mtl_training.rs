@@ -217,6 +217,38 @@ fn conflict_logging_writes_every_group_and_pair_and_changes_nothing() {
         .starts_with(b"\x89PNG"));
 }
 
+/// Per-task steps: every logged step measures each task on its next batch (one extra forward and backward
+/// each, under their own dropout seed), and training is exactly as without logging.
+#[test]
+fn per_task_conflict_logging_measures_every_task_and_changes_nothing() {
+    let _serial = serial();
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let plain = run(a.path(), "  scenario: none", "");
+    let logged = run(b.path(), "  scenario: none", "  mtl: {log_conflict_every: 2}");
+    assert_eq!(
+        metrics(&plain.dir),
+        metrics(&logged.dir),
+        "logging conflicts changed training"
+    );
+    assert!(same_tensors(&plain.model, &logged.model));
+    let rows = read_conflicts(&logged.dir.join(CONFLICT_FILE)).unwrap();
+    // 5 per-task steps (3 sentiment batches, 2 topic): steps 2 and 4, 4 groups each, one pair
+    let steps: Vec<usize> = rows.iter().map(|r| r.step).collect();
+    assert_eq!(steps, [[2; 4], [4; 4]].concat());
+    for r in &rows {
+        assert_eq!((r.task_a.as_str(), r.task_b.as_str()), ("sentiment", "topic"));
+        assert!(
+            r.cosine
+                .is_some_and(|c| (-1.0..=1.0).contains(&c) && c.abs() < 1.0 - 1e-9),
+            "{r:?}"
+        );
+    }
+    // the measurement is a function of (seed, step): a second run logs the same values
+    let c = tempfile::tempdir().unwrap();
+    let again = run(c.path(), "  scenario: none", "  mtl: {log_conflict_every: 2}");
+    assert_eq!(read_conflicts(&again.dir.join(CONFLICT_FILE)).unwrap(), rows);
+}
+
 /// `harness run` on the tiny config with `freeze`/`train`: a user error naming `needle`, nothing written.
 fn refused(freeze: &str, train: &str, needle: &str) {
     let d = tempfile::tempdir().unwrap();
@@ -256,9 +288,9 @@ fn bad_joint_settings_are_user_errors_before_the_lock() {
         "unknown method `uncertainity` (did you mean `uncertainty`?",
     );
     refused(
-        "  scenario: none",
+        "  scenario: backbone\n  lora: {r: 2}",
         "  mtl: {log_conflict_every: 5}",
-        "train.mtl.log_conflict_every: needs `train.step: joint`",
+        "freeze.lora: not supported with train.mtl.aggregator, train.mtl.weighting or train.mtl.log_conflict_every",
     );
     refused(
         "  scenario: none",

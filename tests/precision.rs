@@ -170,7 +170,11 @@ fn tiny_run(dir: &Path, precision: &str) -> experiment::Outcome {
     let p = dir.join("c.yaml");
     let train = format!("  epochs: 2\n  precision: {precision}");
     std::fs::write(&p, config_text(dir, "  scenario: none", &train)).unwrap();
-    let cfg = ExperimentConfig::load(&p, &["tasks.0.limit_eval=200".into(), "tasks.1.limit_eval=200".into()]).unwrap();
+    run_config(&p)
+}
+
+fn run_config(p: &Path) -> experiment::Outcome {
+    let cfg = ExperimentConfig::load(p, &["tasks.0.limit_eval=200".into(), "tasks.1.limit_eval=200".into()]).unwrap();
     experiment::run(&cfg, Start::Fresh).unwrap()
 }
 
@@ -199,8 +203,19 @@ fn bf16_training_ends_near_fp32() {
 
 #[test]
 fn auto_is_resolved_and_recorded() {
+    // what auto picks needs no pretrained weights: the tiny random encoder, one epoch
     let d = tempfile::tempdir().unwrap();
-    let out = tiny_run(d.path(), "auto");
+    let p = d.path().join("c.yaml");
+    let model = tiny_model(d.path(), 1);
+    std::fs::write(
+        &p,
+        config_text_on(&model, d.path(), "  scenario: none", "  precision: auto"),
+    )
+    .unwrap();
+    let out = {
+        let _serial = serial();
+        run_config(&p)
+    };
     let p = &out.summary.precision;
     assert_eq!(p.requested, Precision::Auto);
     let native = !amp::cpu_bf16_flags(&std::fs::read_to_string("/proc/cpuinfo").unwrap()).is_empty();
@@ -220,7 +235,9 @@ fn resume_keeps_the_precision_the_run_started_with() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("c.yaml");
     let train = "  epochs: 2\n  checkpoint_every_steps: 1\n  precision: auto";
-    std::fs::write(&p, config_text(d.path(), "  scenario: none", train)).unwrap();
+    // exact resume is the tiny random encoder's as much as MiniLM's, in a fraction of the time
+    let model = tiny_model(d.path(), 2);
+    std::fs::write(&p, config_text_on(&model, d.path(), "  scenario: none", train)).unwrap();
     let args = |name: &str| {
         vec![
             "--threads".to_string(),
@@ -229,6 +246,10 @@ fn resume_keeps_the_precision_the_run_started_with() {
             p.to_str().unwrap().into(),
             "--set".into(),
             format!("name={name}"),
+            "--set".into(),
+            "tasks.0.limit_train=160".into(), // 20 steps: the SIGTERM comes well before the end
+            "--set".into(),
+            "tasks.1.limit_train=64".into(),
         ]
     };
     let native = Path::new("avx2 avx512_bf16");

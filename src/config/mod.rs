@@ -197,10 +197,10 @@ impl ExperimentConfig {
                  train.mtl.log_conflict_every yet (their own backward passes take every encoder tensor)"
             );
         }
-        if self.freeze.lora.is_some() && own_backward {
+        if self.freeze.lora.is_some() && (own_backward || mtl.log_conflict_every.is_some()) {
             bail!(
-                "freeze.lora: not supported with train.mtl.aggregator or train.mtl.weighting yet (their own \
-                 backward passes do not reach LoRA's A and B)"
+                "freeze.lora: not supported with train.mtl.aggregator, train.mtl.weighting or \
+                 train.mtl.log_conflict_every yet (their own backward passes do not reach LoRA's A and B)"
             );
         }
         self.check_stopping()?;

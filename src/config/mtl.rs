@@ -110,9 +110,6 @@ impl MtlConfig {
         in_range("train.mtl.gradnorm_alpha", self.gradnorm_alpha, 0.0, 1e3)?;
         if let Some(n) = self.log_conflict_every {
             super::count_range("train.mtl.log_conflict_every", n, 1, 1 << 30)?;
-            if step == StepMode::PerTask {
-                bail!("train.mtl.log_conflict_every: needs `train.step: joint` for now (a per-task step has one task's gradient)");
-            }
         }
         if let Some(lr) = self.weighting_lr {
             in_range("train.mtl.weighting_lr", lr, 0.0, 1e6)?;

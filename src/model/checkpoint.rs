@@ -53,7 +53,7 @@ pub(crate) fn save(groups: &[ParamGroup], plan: &FreezePlan, lora: Option<&LoraA
         .into_iter()
         .map(|(n, t)| (n, t.to_device(tch::Device::Cpu)))
         .collect();
-    Tensor::write_safetensors(&cpu, path).with_context(|| format!("{}: cannot write", path.display()))
+    crate::model::tensor_file::write(&cpu, path)
 }
 
 /// Overwrites the model's tensors with those in the checkpoint (LoRA's A and B too, then W0 + s·B·A is written).

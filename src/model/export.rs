@@ -12,16 +12,16 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::config::{HeadConfig, TaskConfig};
 use crate::encoder::pooling::Pooling;
 use crate::encoder::Architecture;
+use crate::model::tensor_file;
 use crate::model::MultiTaskModel;
 
 /// Tokenizer files copied from the base folder when present (vocab.txt always is).
@@ -56,34 +56,6 @@ pub(crate) fn hf_name(var: &str, arch: Architecture) -> String {
         Architecture::Bert => var.to_string(),
         Architecture::DistilBert => var.strip_prefix("distilbert.").unwrap_or(var).to_string(),
     }
-}
-
-/// Writes `tensors` (float32) as safetensors with `{"format": "pt"}` metadata, which transformers requires
-/// and tch's writer does not set.
-pub(crate) fn write_safetensors_pt(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut header = serde_json::Map::new();
-    header.insert("__metadata__".into(), json!({"format": "pt"}));
-    let mut data: Vec<u8> = Vec::new();
-    for (name, t) in sorted {
-        if t.kind() != Kind::Float {
-            bail!("tensor `{name}` is {:?}; export writes float32 only", t.kind());
-        }
-        let values: Vec<f32> = Vec::try_from(t.detach().to_device(tch::Device::Cpu).contiguous().flatten(0, -1))?;
-        let start = data.len();
-        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-        let info = json!({"dtype": "F32", "shape": t.size(), "data_offsets": [start, data.len()]});
-        header.insert(name.clone(), info);
-    }
-    let mut head = serde_json::to_vec(&serde_json::Value::Object(header))?;
-    head.resize(head.len().div_ceil(8) * 8, b' ');
-    let mut f = fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-    f.write_all(&(head.len() as u64).to_le_bytes())?;
-    f.write_all(&head)?;
-    f.write_all(&data)?;
-    f.sync_all()
-        .with_context(|| format!("{}: cannot write", path.display()))
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
@@ -138,7 +110,7 @@ fn write_heads(dir: &Path, model: &MultiTaskModel, tasks: &[TaskConfig]) -> Resu
         };
         described.push(json!({"name": task.name, "labels": task.label_names(), "head": kind, "tensors": names}));
     }
-    write_safetensors_pt(&tensors, &dir.join("heads.safetensors"))?;
+    tensor_file::write(&tensors, &dir.join("heads.safetensors"))?;
     write_json(&dir.join("heads.json"), &json!({"format": 1, "tasks": described}))
 }
 
@@ -162,7 +134,7 @@ fn write_all(dir: &Path, model: &MultiTaskModel, tasks: &[TaskConfig]) -> Result
         .into_iter()
         .map(|(n, t)| (hf_name(&n, arch), t))
         .collect();
-    write_safetensors_pt(&encoder, &dir.join("model.safetensors"))?;
+    tensor_file::write(&encoder, &dir.join("model.safetensors"))?;
     write_sentence_files(dir, model)?;
     write_heads(dir, model, tasks)
 }
@@ -213,24 +185,5 @@ mod tests {
         fs::write(dir.path().join("f"), "x").unwrap();
         assert!(format!("{:#}", check_target(dir.path()).unwrap_err()).contains("is not empty"));
         assert!(format!("{:#}", check_target(&dir.path().join("f")).unwrap_err()).contains("not a folder"));
-    }
-
-    #[test]
-    fn safetensors_carry_pt_format() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.safetensors");
-        let t = Tensor::from_slice(&[1.0f32, -2.5, 3.0, 4.0, 5.0, 6.0]).reshape([2, 3]);
-        write_safetensors_pt(
-            &[("b".into(), t.copy()), ("a".into(), t.sum(Kind::Float).reshape([1]))],
-            &p,
-        )
-        .unwrap();
-        let back: BTreeMap<String, Tensor> = Tensor::read_safetensors(&p).unwrap().into_iter().collect();
-        assert!(back["b"].equal(&t));
-        assert_eq!(back["a"].double_value(&[0]), 16.5);
-        let bytes = fs::read(&p).unwrap();
-        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
-        assert_eq!(header["__metadata__"]["format"], "pt");
     }
 }

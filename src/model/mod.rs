@@ -13,6 +13,7 @@ pub(crate) mod multitask;
 pub mod objective;
 pub(crate) mod report;
 pub(crate) mod task;
+pub(crate) mod tensor_file;
 
 pub use group::Group;
 pub use metrics::{pearson, spearman};

@@ -6,11 +6,12 @@
 //! Rows are flushed one by one, and a resumed run cuts the file back to the rows its checkpoint counted, as
 //! metrics.csv is.
 
-use std::fs::File;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::record::appender::Appender;
 
 pub const CONFLICT_FILE: &str = "conflict.csv";
 
@@ -38,17 +39,15 @@ pub fn read_conflicts(path: &Path) -> Result<Vec<ConflictRow>> {
 
 /// Appends rows to conflict.csv, each flushed.
 pub(crate) struct ConflictWriter {
-    w: csv::Writer<File>,
-    written: usize,
+    w: Appender,
 }
 
 impl ConflictWriter {
     pub(crate) fn create(path: &Path) -> Result<Self> {
-        let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
-        w.write_record(["step", "epoch", "group", "task_a", "task_b", "cosine", "norm_ratio"])?;
-        w.flush()?;
-        Ok(ConflictWriter { w, written: 0 })
+        let header = ["step", "epoch", "group", "task_a", "task_b", "cosine", "norm_ratio"];
+        Ok(ConflictWriter {
+            w: Appender::create(path, header)?,
+        })
     }
 
     /// An existing file cut back to its first `keep` rows (a resumed run writes the rest again).
@@ -73,14 +72,11 @@ impl ConflictWriter {
     }
 
     pub(crate) fn write(&mut self, row: &ConflictRow) -> Result<()> {
-        self.w.serialize(row)?;
-        self.w.flush()?;
-        self.written += 1;
-        Ok(())
+        self.w.serialize(row)
     }
 
     pub(crate) fn written(&self) -> usize {
-        self.written
+        self.w.written()
     }
 }
 

@@ -9,6 +9,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::record::appender::Appender;
+
 pub(crate) const METRICS_HEADER: [&str; 11] = [
     "run",
     "scenario",
@@ -111,23 +113,18 @@ pub(crate) fn read_metrics(path: &Path) -> Result<Vec<MetricRow>> {
 
 /// Appends rows to metrics.csv and flushes each one, so an interrupted run keeps what it measured.
 pub(crate) struct MetricsWriter {
-    w: csv::Writer<File>,
+    w: Appender,
     /// the extra metric columns, in header order
     extras: Vec<String>,
-    written: usize,
 }
 
 impl MetricsWriter {
     /// A new file with the header: the base columns, then `extras` (none: the format-1 header).
     pub(crate) fn create(path: &Path, extras: &[String]) -> Result<Self> {
-        let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(file);
-        w.write_record(METRICS_HEADER.iter().copied().chain(extras.iter().map(String::as_str)))?;
-        w.flush()?;
+        let header = METRICS_HEADER.iter().copied().chain(extras.iter().map(String::as_str));
         Ok(MetricsWriter {
-            w,
+            w: Appender::create(path, header)?,
             extras: extras.to_vec(),
-            written: 0,
         })
     }
 
@@ -153,23 +150,20 @@ impl MetricsWriter {
             bail!("metric `{name}` has no column in this metrics.csv");
         }
         if self.extras.is_empty() {
-            self.w.serialize(row)?;
+            self.w.serialize(row)
         } else {
             // the base cells exactly as serde writes them, then the extra metrics (empty where absent)
             let mut rec = base_record(row)?;
             for name in &self.extras {
                 rec.push_field(&row.extra.get(name).map_or(String::new(), |v| format!("{v:?}")));
             }
-            self.w.write_record(&rec)?;
+            self.w.record(&rec)
         }
-        self.w.flush()?;
-        self.written += 1;
-        Ok(())
     }
 
     /// Rows in the file, header aside.
     pub(crate) fn written(&self) -> usize {
-        self.written
+        self.w.written()
     }
 }
 

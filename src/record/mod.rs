@@ -6,6 +6,7 @@
 //! Imports `util` and `runtime` (the precision type) only: `analysis` and the scripts read these records
 //! without anything else.
 
+mod appender;
 mod conflict;
 mod metrics;
 mod summary;

@@ -182,6 +182,7 @@ impl RunDir {
             return RunState::Missing;
         }
         match fs::read_to_string(partial.join(ERROR_FILE)) {
+            Ok(e) if e.trim().is_empty() => RunState::Failed("no reason was recorded (was the disk full?)".into()),
             Ok(e) => RunState::Failed(e.trim().to_string()),
             Err(_) => RunState::Partial {
                 resumable: crate::train::resume::has_checkpoint(&partial),
@@ -229,10 +230,15 @@ impl RunLock {
     /// Records why the run stopped, so `sweep --list` can say `failed`; the `.partial` stays for inspection.
     pub(crate) fn mark_failed(&self, error: &str) -> Result<()> {
         let p = self.dir.partial();
-        if p.is_dir() {
-            fs::write(p.join(ERROR_FILE), format!("{error}\n"))?;
+        if !p.is_dir() {
+            return Ok(());
         }
-        Ok(())
+        // On a full disk the record may not fit: no file then, rather than an empty one that reads as a reason.
+        let file = p.join(ERROR_FILE);
+        fs::write(&file, format!("{error}\n")).map_err(|e| {
+            let _ = fs::remove_file(&file);
+            anyhow::Error::new(e).context(format!("{}: cannot write", file.display()))
+        })
     }
 
     /// Clears a failure mark before the run goes on.
@@ -333,6 +339,9 @@ mod tests {
         assert_eq!(rd.state(), RunState::Partial { resumable: true });
         dir_with(&[(ERROR_FILE, "boom\n")], &rd.partial());
         assert_eq!(rd.state(), RunState::Failed("boom".into()));
+        // an empty record (written by an earlier version on a full disk) is not shown as the reason
+        dir_with(&[(ERROR_FILE, "")], &rd.partial());
+        assert!(matches!(rd.state(), RunState::Failed(r) if r.contains("no reason was recorded")));
         assert!(RunDir::new(d.path(), "..").is_err() && RunDir::new(d.path(), "a/b").is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! are deleted after that.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -14,6 +14,7 @@ use tch::Tensor;
 
 use crate::analysis::like::differences;
 use crate::config::ExperimentConfig;
+use crate::model::tensor_file;
 use crate::runtime::amp::Precision;
 use crate::train::adamw::AdamW;
 use crate::train::best::BestState;
@@ -88,34 +89,21 @@ pub(crate) fn has_checkpoint(partial: &Path) -> bool {
     partial.join(POINTER).is_file()
 }
 
-/// Writes a checkpoint of `model` tensors, `opt` and `progress`, then points `checkpoint.json` at it.
+/// Writes a checkpoint of `model` tensors, `opt` and `progress`, then points `checkpoint.json` at it. A checkpoint
+/// that cannot be written completely (a full disk) is removed again, so the space it took is free for the run's
+/// error record; the previous checkpoint stays the one pointed at.
 pub(crate) fn save(partial: &Path, model: &[(String, Tensor)], opt: &AdamW, progress: &Progress) -> Result<()> {
     let name = format!("step-{:08}", progress.step);
     let root = partial.join(DIR);
     let tmp = root.join(format!("{name}.tmp"));
-    if tmp.exists() {
-        fs::remove_dir_all(&tmp)?;
+    let written = write_dir(&tmp, model, opt, progress);
+    if written.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
     }
-    fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    let cpu: Vec<(String, Tensor)> = model
-        .iter()
-        .map(|(n, t)| (n.clone(), t.detach().to_device(tch::Device::Cpu)))
-        .collect();
-    Tensor::write_safetensors(&cpu, tmp.join(MODEL))?;
-    let (opt_tensors, adam_steps) = opt.state();
-    Tensor::write_safetensors(&opt_tensors, tmp.join(OPTIMIZER))?;
-    let progress = Progress {
-        adam_steps,
-        ..progress.clone()
-    };
-    write_synced(&tmp.join(PROGRESS), serde_json::to_string(&progress)?.as_bytes())?;
-    for f in [MODEL, OPTIMIZER] {
-        File::open(tmp.join(f))?.sync_all()?;
-    }
-    sync_dir(&tmp)?;
+    written?;
     let dir = root.join(&name);
     if dir.exists() {
-        fs::remove_dir_all(&dir)?;
+        fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove", dir.display()))?;
     }
     fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} to {}", tmp.display(), dir.display()))?;
     sync_dir(&root)?;
@@ -125,10 +113,27 @@ pub(crate) fn save(partial: &Path, model: &[(String, Tensor)], opt: &AdamW, prog
     write_atomic(&partial.join(POINTER), serde_json::to_string(&pointer)?.as_bytes())?;
     for e in fs::read_dir(&root)?.flatten() {
         if e.file_name().to_string_lossy() != name {
-            fs::remove_dir_all(e.path())?;
+            fs::remove_dir_all(e.path()).with_context(|| format!("{}: cannot remove", e.path().display()))?;
         }
     }
     Ok(())
+}
+
+/// The checkpoint's files in `tmp` (made afresh), synced.
+fn write_dir(tmp: &Path, model: &[(String, Tensor)], opt: &AdamW, progress: &Progress) -> Result<()> {
+    if tmp.exists() {
+        fs::remove_dir_all(tmp).with_context(|| format!("{}: cannot remove", tmp.display()))?;
+    }
+    fs::create_dir_all(tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    tensor_file::write(model, &tmp.join(MODEL))?;
+    let (opt_tensors, adam_steps) = opt.state();
+    tensor_file::write(&opt_tensors, &tmp.join(OPTIMIZER))?;
+    let progress = Progress {
+        adam_steps,
+        ..progress.clone()
+    };
+    write_synced(&tmp.join(PROGRESS), serde_json::to_string(&progress)?.as_bytes())?;
+    sync_dir(tmp)
 }
 
 /// The checkpoint `checkpoint.json` points at, or None when there is none.

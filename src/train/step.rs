@@ -33,6 +33,10 @@ impl Trainer<'_> {
         factor: f64,
     ) -> Result<()> {
         let t0 = Instant::now();
+        if plan.steps[pos].parts.len() == 1 {
+            // before the step's own reseeding, so that the measurement changes nothing the step draws
+            self.log_per_task_conflict(opt, plan, pos, epoch)?;
+        }
         tch::manual_seed(mix(self.seed, (1 << 40) + self.step as u64) as i64);
         let (mut parts, mut losses, mut raw) = (Vec::new(), Vec::new(), Vec::new());
         for (k, part) in plan.steps[pos].parts.iter().enumerate() {
@@ -45,7 +49,9 @@ impl Trainer<'_> {
             });
             parts.push(out);
         }
-        self.log_conflict(opt, plan, pos, &raw, epoch)?;
+        if raw.len() > 1 {
+            self.log_conflict(opt, plan, pos, &raw, epoch)?;
+        }
         let norm = self.gradients_and_update(opt, &losses, factor)?;
         if let Some(scaler) = &mut self.scaler {
             scaler.update();
@@ -78,17 +84,19 @@ impl Trainer<'_> {
         losses: &[Tensor],
         epoch: usize,
     ) -> Result<()> {
+        if !self.conflict.as_ref().is_some_and(|log| log.due(self.step + 1)) {
+            return Ok(());
+        }
+        let tasks: Vec<usize> = plan.steps[pos].parts.iter().map(|p| p.task).collect();
+        self.log_conflict_of(opt, &tasks, losses, epoch)
+    }
+
+    /// Writes the rows of `losses`, the unweighted losses of `tasks` (indices), at this step.
+    fn log_conflict_of(&mut self, opt: &AdamW, tasks: &[usize], losses: &[Tensor], epoch: usize) -> Result<()> {
         let Some(log) = &mut self.conflict else {
             return Ok(());
         };
-        if !log.due(self.step + 1) {
-            return Ok(());
-        }
-        let tasks: Vec<&str> = plan.steps[pos]
-            .parts
-            .iter()
-            .map(|p| self.tasks[p.task].name.as_str())
-            .collect();
+        let tasks: Vec<&str> = tasks.iter().map(|&t| self.tasks[t].name.as_str()).collect();
         let (params, names): (Vec<Tensor>, Vec<String>) = opt.sets[0]
             .slots
             .iter()
@@ -98,6 +106,27 @@ impl Trainer<'_> {
             log.writer.write(&row)?;
         }
         Ok(())
+    }
+
+    /// conflict.csv's rows for a logged per-task step: each trained task's unweighted loss on its next batch
+    /// of the epoch (from this step on; its last one before when it has none left), under dropout drawn from
+    /// its own seed of (seed, step), so that a resumed run measures the same.
+    fn log_per_task_conflict(&mut self, opt: &AdamW, plan: &EpochPlan, pos: usize, epoch: usize) -> Result<()> {
+        if !self.conflict.as_ref().is_some_and(|log| log.due(self.step + 1)) {
+            return Ok(());
+        }
+        tch::manual_seed(mix(self.seed, (2 << 40) + self.step as u64) as i64);
+        let task_at = |p: usize| plan.steps[p].parts[0].task;
+        let mut tasks: Vec<usize> = (0..plan.len()).map(task_at).collect();
+        tasks.sort_unstable();
+        tasks.dedup();
+        let mut losses = Vec::new();
+        for &t in &tasks {
+            let next = (pos..plan.len()).chain((0..pos).rev()).find(|&p| task_at(p) == t);
+            let at = next.context("a trained task has a batch in the epoch")?;
+            losses.push(self.part_loss(plan, at, 0)?.1);
+        }
+        self.log_conflict_of(opt, &tasks, &losses, epoch)
     }
 
     /// The step's gradients from its parts' `losses` (weighted by `loss_weight` unless a loss weighting

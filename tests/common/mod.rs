@@ -197,6 +197,8 @@ fn tiny_folder_with(root: &Path, name: &str, config: &str) -> PathBuf {
     std::fs::copy(vocab, dir.join("vocab.txt")).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"").unwrap();
     let folder = harness::encoder::ModelFolder::open(dir.to_str().unwrap()).unwrap();
+    // the same weights every time, so that two folders made by one test hold one model
+    tch::manual_seed(0);
     harness::encoder::Encoder::build(&folder, tch::Device::Cpu)
         .unwrap()
         .vs
