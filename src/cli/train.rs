@@ -117,7 +117,7 @@ pub(super) fn predict(a: PredictArgs) -> Result<()> {
     if let Some(d) = a.device {
         cfg.device = d;
     }
-    let ckpt = a.run.join(checkpoint::FILE);
+    let ckpt = checkpoint::weights_of(&a.run, &summary);
     if !ckpt.is_file() {
         bail!("{}: missing (is {} a finished run?)", ckpt.display(), a.run.display());
     }

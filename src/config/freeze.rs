@@ -1,5 +1,5 @@
-//! `freeze:`: the freezing scenario, top-layer unfreezing, tensor-name globs (`train`), LoRA (`lora`), and what
-//! a frozen-head task contributes.
+//! `freeze:`: the freezing scenario, top-layer unfreezing, tensor-name globs (`train`), LoRA (`lora`), gradual
+//! unfreezing (`gradual`), and what a frozen-head task contributes.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,60 @@ pub struct FreezeConfig {
     pub train: Vec<String>,
     /// LoRA adapters on the encoder (its weights frozen, A and B trained; heads as `scenario` says)
     pub lora: Option<super::LoraConfig>,
+    /// gradual unfreezing: the top layers first, one more every few epochs (`train::gradual`)
+    pub gradual: Option<GradualConfig>,
+}
+
+/// `freeze.gradual:`: in epoch t (1-based) the top `start_layers + (t - 1) / add_every_epochs` encoder layers
+/// train (all of them at most), and the embeddings once every layer does; the heads as `scenario` says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GradualConfig {
+    pub start_layers: usize,
+    pub add_every_epochs: usize,
+}
+
+impl Default for GradualConfig {
+    /// ULMFiT's: the top layer first, one more every epoch
+    fn default() -> Self {
+        GradualConfig {
+            start_layers: 1,
+            add_every_epochs: 1,
+        }
+    }
+}
+
+impl GradualConfig {
+    /// Encoder levels open in `epoch` of an encoder of `layers` layers: layers from the top, then the
+    /// embeddings as level `layers + 1`.
+    pub fn open_at(&self, epoch: usize, layers: usize) -> usize {
+        (self.start_layers + epoch.saturating_sub(1) / self.add_every_epochs).min(layers + 1)
+    }
+
+    /// Whether the scenario and the other freezing keys leave it something to unfreeze; the layer count is
+    /// checked against the model (`model::freeze`).
+    fn validate(&self, f: &FreezeConfig) -> anyhow::Result<()> {
+        if self.start_layers == 0 {
+            anyhow::bail!("freeze.gradual.start_layers: must be at least 1 (the top layers that train first)");
+        }
+        if self.add_every_epochs == 0 {
+            anyhow::bail!("freeze.gradual.add_every_epochs: must be at least 1 (epochs between two unfreezings)");
+        }
+        if f.lora.is_some() || !f.train.is_empty() || f.unfreeze_top_layers.is_some() {
+            anyhow::bail!(
+                "freeze.gradual: cannot be combined with freeze.lora, freeze.train or freeze.unfreeze_top_layers \
+                 (each chooses the encoder's trainable tensors)"
+            );
+        }
+        if matches!(f.scenario, Scenario::All | Scenario::Backbone) {
+            anyhow::bail!(
+                "freeze.gradual: scenario `{}` freezes the encoder, which gradual unfreezing trains; use `none` or \
+                 `head:<task>`",
+                f.scenario
+            );
+        }
+        Ok(())
+    }
 }
 
 impl FreezeConfig {
@@ -86,6 +140,9 @@ impl FreezeConfig {
                 );
             }
         }
+        if let Some(g) = &self.gradual {
+            g.validate(self)?;
+        }
         if !self.train.is_empty() && self.unfreeze_top_layers.is_some() {
             anyhow::bail!(
                 "freeze.train: cannot be combined with freeze.unfreeze_top_layers (both choose the encoder's \
@@ -105,4 +162,20 @@ pub enum FrozenTaskLoss {
     Backprop,
     /// its batches are not trained on
     Ignore,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gradual_opens_layers_from_the_top_then_the_embeddings() {
+        let g = GradualConfig {
+            start_layers: 2,
+            add_every_epochs: 2,
+        };
+        let open: Vec<usize> = (1..=9).map(|t| g.open_at(t, 4)).collect();
+        // levels: 4 layers, then the embeddings as the fifth
+        assert_eq!(open, [2, 2, 3, 3, 4, 4, 5, 5, 5]);
+    }
 }

@@ -11,13 +11,15 @@ mod lora;
 mod mtl;
 mod overrides;
 mod plain;
+mod stopping;
 mod task;
 mod train;
 
 pub use encoder::EncoderConfig;
-pub use freeze::{FreezeConfig, FrozenTaskLoss, Scenario};
+pub use freeze::{FreezeConfig, FrozenTaskLoss, GradualConfig, Scenario};
 pub use lora::LoraConfig;
 pub use mtl::{MtlConfig, StepMode, AGGREGATORS, WEIGHTINGS};
+pub use stopping::{EarlyStopping, StopMetric};
 pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
 pub use train::{Sampling, TrainConfig};
 
@@ -133,6 +135,9 @@ impl ExperimentConfig {
             Some(k) => format!("unfreeze_top{k}"),
             None => self.freeze.scenario.to_string(),
         };
+        if let Some(g) = &self.freeze.gradual {
+            return format!("{base}+gradual:{}/{}", g.start_layers, g.add_every_epochs);
+        }
         match &self.freeze.lora {
             Some(l) => format!("{base}+lora:r{}", l.r),
             None if self.freeze.train.is_empty() => base,
@@ -185,17 +190,42 @@ impl ExperimentConfig {
         self.freeze.validate()?;
         self.train.validate()?;
         let mtl = &self.train.mtl;
-        if self.freeze.lora.is_some()
-            && (mtl.gradient_aggregator().is_some()
-                || mtl.loss_weighting().is_some()
-                || mtl.log_conflict_every.is_some())
-        {
+        let own_backward = mtl.gradient_aggregator().is_some() || mtl.loss_weighting().is_some();
+        if self.freeze.gradual.is_some() && (own_backward || mtl.log_conflict_every.is_some()) {
+            bail!(
+                "freeze.gradual: not supported with train.mtl.aggregator, train.mtl.weighting or \
+                 train.mtl.log_conflict_every yet (their own backward passes take every encoder tensor)"
+            );
+        }
+        if self.freeze.lora.is_some() && (own_backward || mtl.log_conflict_every.is_some()) {
             bail!(
                 "freeze.lora: not supported with train.mtl.aggregator, train.mtl.weighting or \
                  train.mtl.log_conflict_every yet (their own backward passes do not reach LoRA's A and B)"
             );
         }
+        self.check_stopping()?;
         self.check_joint()
+    }
+
+    /// Early stopping names a metric of a task that exists; `keep_best` needs its metric, and both need
+    /// evaluations during training (scenario `all` with nothing else trainable has none).
+    fn check_stopping(&self) -> Result<()> {
+        let tasks: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+        if let Some(es) = &self.train.early_stopping {
+            es.validate(&tasks)?;
+        }
+        if self.train.keep_best && self.train.early_stopping.is_none() {
+            bail!(
+                "train.keep_best: needs train.early_stopping, whose metric decides the best evaluation \
+                 (e.g. {{metric: mean_accuracy, patience: 1000}} to keep the best without stopping)"
+            );
+        }
+        let f = &self.freeze;
+        let nothing_trains = f.scenario == Scenario::All && f.train.is_empty() && f.lora.is_none();
+        if self.train.early_stopping.is_some() && nothing_trains {
+            bail!("train.early_stopping: freeze.scenario `all` trains nothing, so there is no evaluation during training to stop on");
+        }
+        Ok(())
     }
 
     /// A joint step needs a task whose head trains (with every head frozen there is nothing to balance).

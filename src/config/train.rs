@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 use super::mtl::{MtlConfig, StepMode};
+use super::stopping::EarlyStopping;
 use super::{count_range, in_range};
 use crate::runtime::amp::Precision;
 
@@ -52,6 +53,10 @@ pub struct TrainConfig {
     pub step: StepMode,
     /// how a joint step combines the tasks' gradients
     pub mtl: MtlConfig,
+    /// stop once the eval metric has not improved for `patience` evaluations (`train::best`)
+    pub early_stopping: Option<EarlyStopping>,
+    /// keep the best evaluation's weights (by `early_stopping.metric`) for `predict` and `export`
+    pub keep_best: bool,
 }
 
 impl Default for TrainConfig {
@@ -77,6 +82,8 @@ impl Default for TrainConfig {
             log_every_steps: 50,
             step: StepMode::PerTask,
             mtl: MtlConfig::default(),
+            early_stopping: None,
+            keep_best: false,
         }
     }
 }

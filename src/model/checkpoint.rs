@@ -13,6 +13,17 @@ use crate::model::lora::LoraAdapters;
 use crate::model::multitask::MultiTaskModel;
 
 pub(crate) const FILE: &str = "checkpoint.safetensors";
+/// the best evaluation's weights (`train.keep_best`), beside the final ones
+pub(crate) const BEST_FILE: &str = "best.safetensors";
+
+/// The weights a finished run's model is used with (`predict`, `export`): the best evaluation's when the run
+/// kept them (its summary's `best.weights`), else the final ones.
+pub(crate) fn weights_of(run: &Path, summary: &crate::record::Summary) -> std::path::PathBuf {
+    match summary.best.as_ref().and_then(|b| b.weights.as_deref()) {
+        Some(file) if file == BEST_FILE => run.join(BEST_FILE),
+        _ => run.join(FILE),
+    }
+}
 
 /// The tensors a checkpoint holds: every trainable encoder tensor and every head. Frozen encoder tensors
 /// are left out (they equal the model folder's weights); heads are always kept, frozen ones too, since a

@@ -7,7 +7,8 @@
 //! matches `encoder.layer.5.output.dense.bias`, `*.bias` every bias); `*` crosses dots. BERT's pooler is
 //! never matched (it gets no gradient). A glob that matches no tensor is an error naming valid names.
 //! A group then trains when any of its tensors does, and every question below is also asked per tensor.
-//! With `freeze.lora` every encoder tensor is frozen and LoRA's A and B (`model::lora`) train instead.
+//! With `freeze.lora` every encoder tensor is frozen and LoRA's A and B (`model::lora`) train instead. With
+//! `freeze.gradual` the plan is what trains in some phase (the scenario's); `train::gradual` narrows it per epoch.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,6 +56,14 @@ impl FreezePlan {
         if let Some(k) = top {
             if k == 0 || k > num_layers {
                 bail!("freeze.unfreeze_top_layers is {k} but the encoder has {num_layers} layers");
+            }
+        }
+        if let Some(g) = &cfg.freeze.gradual {
+            if g.start_layers > num_layers {
+                bail!(
+                    "freeze.gradual.start_layers is {} but the encoder has {num_layers} layers",
+                    g.start_layers
+                );
             }
         }
         let lora = cfg.freeze.lora.is_some();

@@ -113,6 +113,26 @@ pub struct Summary {
     /// a joint step's loss weighting (`train.mtl.weighting`), when one other than `fixed` ran
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weighting: Option<WeightingSummary>,
+    /// the best evaluation during training by `train.early_stopping.metric`, when early stopping ran
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestEvaluation>,
+    /// training ended before its last planned step because the metric stopped improving
+    #[serde(default)]
+    pub stopped_early: bool,
+}
+
+/// The best evaluation during training (`train.early_stopping`): where it was, its score and every task's
+/// eval metrics there; `weights` names the run file that holds its weights (`train.keep_best`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BestEvaluation {
+    pub epoch: usize,
+    pub step: usize,
+    /// the metric as the config names it, and its value there
+    pub metric: String,
+    pub value: f64,
+    pub metrics: BTreeMap<String, FinalMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 /// What a loss weighting ended with.

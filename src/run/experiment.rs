@@ -28,7 +28,7 @@ use crate::run::run_dir::{RunDir, RunLock};
 use crate::runtime::amp;
 use crate::runtime::device::{describe, device_name, parse_device};
 use crate::train::resume::{self, Saved};
-use crate::train::{Checkpoints, ConflictLog, FitStats, Setup, TaskData, Trainer};
+use crate::train::{BestTracker, Checkpoints, ConflictLog, FitStats, Setup, TaskData, Trainer, Unfreezing};
 use crate::util::interrupt;
 
 /// What to do with an interrupted run's `.partial` found at the start.
@@ -175,6 +175,11 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     // everything that can be checked without writing is checked before the lock: data, model, freezing
     let data = read_tasks(cfg)?;
     let (model, plan) = build(cfg)?;
+    if cfg.train.early_stopping.is_some() && !plan.anything_trains() {
+        bail!(
+            "train.early_stopping: this freezing trains nothing, so there is no evaluation during training to stop on"
+        );
+    }
     let device = model.sentence.device;
     let hw = amp::Hardware::probe(device);
     let fresh = amp::choose(cfg.train.precision, device, &hw)?;
@@ -289,7 +294,14 @@ fn train_and_commit(
         seed: cfg.seed,
     })
     .with_precision(precision.used)
-    .with_conflict_log(conflict);
+    .with_conflict_log(conflict)
+    .with_best(BestTracker::new(&cfg.train, &work))
+    .with_gradual(
+        cfg.freeze
+            .gradual
+            .as_ref()
+            .map(|g| Unfreezing::new(g, model.sentence.encoder.num_layers as usize)),
+    );
     if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
         trainer.cache_features()?;
     }
@@ -300,10 +312,12 @@ fn train_and_commit(
     let stats = trainer.fit(&mut writer, &ckpts, saved)?;
     drop(writer);
 
-    let changed = model.with_base_weights(|| frozen.changed(&groups));
+    let mut changed = model.with_base_weights(|| frozen.changed(&groups));
+    // gradual unfreezing checked each phase's frozen tensors as the phase ended
+    changed.extend(stats.phase_changed.iter().cloned());
     let trained = Trained {
+        frozen_checked: frozen.len() + stats.phase_checked,
         stats,
-        frozen_checked: frozen.len(),
         changed: changed.clone(),
         precision,
         wall_s: wall.elapsed().as_secs_f64(),
@@ -434,6 +448,8 @@ fn summarize(
         provenance: provenance(model, &t.precision)?,
         precision: t.precision,
         weighting: s.weighting,
+        best: s.best,
+        stopped_early: s.stopped_early,
     })
 }
 

@@ -1,4 +1,5 @@
-//! A finished run's trained model, rebuilt from its `config.yaml` and `checkpoint.safetensors`: what
+//! A finished run's trained model, rebuilt from its `config.yaml` and `checkpoint.safetensors` (or, when the
+//! run kept them, its best evaluation's `best.safetensors`): what
 //! `export` (and tests) start from, on the encoder it was trained on (`provenance::pin_encoder`). Only a
 //! complete run with finite final metrics is loaded; a failed, interrupted, running or diverged one is
 //! refused in one line, before anything is built.
@@ -28,7 +29,7 @@ pub fn check(run: &Path) -> Result<()> {
             run.display()
         );
     }
-    let ckpt = run.join(checkpoint::FILE);
+    let ckpt = checkpoint::weights_of(run, &Summary::read(&run.join(SUMMARY_FILE))?);
     if !ckpt.is_file() {
         bail!("{}: missing (is {} a finished run?)", ckpt.display(), run.display());
     }
@@ -39,9 +40,10 @@ pub fn check(run: &Path) -> Result<()> {
 pub fn load(run: &Path) -> Result<(ExperimentConfig, MultiTaskModel)> {
     check(run)?;
     let mut cfg = ExperimentConfig::load(&run.join(CONFIG_FILE), &[])?;
-    provenance::pin_encoder(run, &Summary::read(&run.join(SUMMARY_FILE))?, &mut cfg)?;
+    let summary = Summary::read(&run.join(SUMMARY_FILE))?;
+    provenance::pin_encoder(run, &summary, &mut cfg)?;
     cfg.device = "cpu".into();
     let (model, _) = experiment::build(&cfg)?;
-    checkpoint::load(&model, &run.join(checkpoint::FILE))?;
+    checkpoint::load(&model, &checkpoint::weights_of(run, &summary))?;
     Ok((cfg, model))
 }

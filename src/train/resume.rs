@@ -17,6 +17,7 @@ use crate::config::ExperimentConfig;
 use crate::model::tensor_file;
 use crate::runtime::amp::Precision;
 use crate::train::adamw::AdamW;
+use crate::train::best::BestState;
 use crate::train::weighted::WeightingCheckpoint;
 use crate::util::fsx::{read_text, sync_dir, write_atomic, write_synced};
 
@@ -66,6 +67,9 @@ pub(crate) struct Progress {
     /// conflict.csv rows written at this point
     #[serde(default)]
     pub conflict_rows: usize,
+    /// early stopping's state (`train.early_stopping`)
+    #[serde(default)]
+    pub best: Option<BestState>,
 }
 
 #[derive(Serialize, Deserialize)]

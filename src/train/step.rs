@@ -183,16 +183,19 @@ impl Trainer<'_> {
     /// norm, on the device.
     fn backward_and_update(&mut self, opt: &mut AdamW, loss: &Tensor, factor: f64) -> Result<Tensor> {
         let params = opt.params();
-        let (grads, skipped) = match &mut self.scaler {
-            Some(scaler) => {
-                let grads = grads(self.model.lora.as_ref(), &[scaler.scale_loss(loss)], &params)?;
-                let skipped = scaler.unscale(&grads)?;
-                (grads, skipped)
-            }
-            None => (
-                grads(self.model.lora.as_ref(), &[loss.shallow_clone()], &params)?,
-                false,
-            ),
+        let root = match &self.scaler {
+            Some(scaler) => scaler.scale_loss(loss),
+            None => loss.shallow_clone(),
+        };
+        let lora = self.model.lora.as_ref();
+        let grads = match &self.gradual {
+            // gradual unfreezing: only this phase's tensors get a gradient (`gradual`)
+            Some(u) => u.masked(&params, |live| grads(lora, &[root], live))?,
+            None => grads(lora, &[root], &params)?,
+        };
+        let skipped = match &mut self.scaler {
+            Some(scaler) => scaler.unscale(&grads)?,
+            None => false,
         };
         self.clip_and_update(opt, grads, skipped, factor)
     }

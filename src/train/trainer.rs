@@ -22,12 +22,14 @@ use crate::model::group::Group;
 use crate::model::lora::LoraAdapters;
 use crate::model::task::TaskMetrics;
 use crate::model::MultiTaskModel;
-use crate::record::{MetricRow, MetricsWriter, Split, WeightingSummary};
+use crate::record::{BestEvaluation, MetricRow, MetricsWriter, Split, WeightingSummary};
 use crate::runtime::amp::{self, GradScaler, Precision};
 use crate::runtime::device::upload;
 use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::best::BestTracker;
 use crate::train::conflict::ConflictLog;
 use crate::train::data::TaskData;
+use crate::train::gradual::Unfreezing;
 use crate::train::hook::EvalHook;
 use crate::train::inflight::Pending;
 use crate::train::joint::build_aggregator;
@@ -57,6 +59,13 @@ pub(crate) struct FitStats {
     pub resumed_after_s: f64,
     /// the loss weighting's final state (`train.mtl.weighting`), when one ran
     pub weighting: Option<WeightingSummary>,
+    /// the best evaluation (`train.early_stopping`)
+    pub best: Option<BestEvaluation>,
+    /// training ended before its last planned step (`train.early_stopping`)
+    pub stopped_early: bool,
+    /// `freeze.gradual`: tensors that moved while their phase had them frozen, and how many were compared
+    pub phase_changed: Vec<String>,
+    pub phase_checked: usize,
 }
 
 /// Where checkpoints go and how often (every N steps; each epoch end always).
@@ -109,6 +118,10 @@ pub(crate) struct Trainer<'a> {
     pub(crate) weighting: Option<LossWeighting>,
     /// conflict.csv, when `train.mtl.log_conflict_every` is set
     pub(crate) conflict: Option<ConflictLog>,
+    /// early stopping and the best weights (`train.early_stopping`, `train.keep_best`)
+    best: Option<BestTracker>,
+    /// gradual unfreezing (`freeze.gradual`)
+    pub(crate) gradual: Option<Unfreezing>,
     pub(crate) step: usize,
     pub(crate) examples_seen: usize,
     pub(crate) train_s: f64,
@@ -141,6 +154,8 @@ impl<'a> Trainer<'a> {
             aggregator: None,
             weighting: None,
             conflict: None,
+            best: None,
+            gradual: None,
             step: 0,
             examples_seen: 0,
             train_s: 0.0,
@@ -160,6 +175,32 @@ impl<'a> Trainer<'a> {
     pub(crate) fn with_conflict_log(mut self, log: Option<ConflictLog>) -> Self {
         self.conflict = log;
         self
+    }
+
+    /// Tracks the best evaluation and stops training early (see `best`).
+    pub(crate) fn with_best(mut self, best: Option<BestTracker>) -> Self {
+        self.best = best;
+        self
+    }
+
+    /// Unfreezes the encoder gradually (see `gradual`).
+    pub(crate) fn with_gradual(mut self, gradual: Option<Unfreezing>) -> Self {
+        self.gradual = gradual;
+        self
+    }
+
+    /// Whether early stopping has ended training.
+    fn stopping(&self) -> bool {
+        self.best.as_ref().is_some_and(BestTracker::should_stop)
+    }
+
+    /// Judges an evaluation during training (see `best`).
+    fn judge(&mut self, rows: &[MetricRow]) -> Result<()> {
+        let Some(best) = &mut self.best else {
+            return Ok(());
+        };
+        let names: Vec<String> = self.tasks.iter().map(|t| t.name.clone()).collect();
+        best.judge(rows, &names, self.model, self.plan)
     }
 
     /// Adds something measured at every evaluation point (see `hook::EvalHook`).
@@ -323,7 +364,7 @@ impl<'a> Trainer<'a> {
     /// What follows the step that ended at position `pos` of an epoch's plan of `len` steps: the
     /// periodic evaluation, and at the epoch's end its training rows, evaluation and log line.
     fn after_step(
-        &self,
+        &mut self,
         epoch: usize,
         pos: usize,
         len: usize,
@@ -335,7 +376,8 @@ impl<'a> Trainer<'a> {
             .eval_every_steps
             .is_some_and(|n| n > 0 && self.step.is_multiple_of(n))
         {
-            self.evaluate(epoch, sink)?;
+            let rows = self.evaluate(epoch, sink)?;
+            self.judge(&rows)?;
         }
         if pos < len {
             return Ok(());
@@ -347,6 +389,7 @@ impl<'a> Trainer<'a> {
             }
         }
         let rows = self.evaluate(epoch, sink)?;
+        self.judge(&rows)?;
         let line: Vec<String> = rows
             .iter()
             .map(|r| format!("{} acc {:.4} f1 {:.4}", r.task, r.accuracy, r.macro_f1))
@@ -358,6 +401,9 @@ impl<'a> Trainer<'a> {
     /// Takes over a checkpoint's counters and optimizer state; returns where training stands.
     fn restore(&mut self, saved: Saved, opt: &mut AdamW) -> Result<Cursor> {
         let p = saved.progress;
+        if let Some(b) = &mut self.best {
+            b.state = p.best.clone().unwrap_or_default();
+        }
         opt.load_state(&saved.optimizer, &p.adam_steps)?;
         if let (Some(scaler), Some((scale, tracker))) = (&mut self.scaler, p.loss_scale) {
             scaler.load_state(scale, tracker);
@@ -397,6 +443,7 @@ impl<'a> Trainer<'a> {
             loss_scale: self.scaler.as_ref().map(GradScaler::state),
             weighting: self.weighting.as_ref().map(LossWeighting::checkpoint).transpose()?,
             conflict_rows: self.conflict.as_ref().map_or(0, |c| c.writer.written()),
+            best: self.best.as_ref().map(|b| b.state.clone()),
         };
         resume::save(
             &ckpt.dir,
@@ -415,6 +462,10 @@ impl<'a> Trainer<'a> {
             features_cached: self.cache.is_some(),
             resumed_after_s: self.elapsed_before,
             weighting: self.weighting.as_ref().map(|w| w.summary(&names)).transpose()?,
+            best: self.best.as_ref().and_then(|b| b.state.best.clone()),
+            stopped_early: false,
+            phase_changed: self.gradual.as_ref().map_or_else(Vec::new, |u| u.changed.clone()),
+            phase_checked: self.gradual.as_ref().map_or(0, |u| u.checked),
         })
     }
 
@@ -464,8 +515,14 @@ impl<'a> Trainer<'a> {
         };
         let first = at.epoch;
         for epoch in first..=self.cfg.epochs {
+            if self.stopping() {
+                break;
+            }
             if epoch != first {
                 (at.epoch, at.pos, at.pending, at.stats) = (epoch, 0, false, self.fresh_stats());
+            }
+            if let Some(u) = &mut self.gradual {
+                u.enter(epoch, &self.model.groups(), self.plan, &opt)?;
             }
             let plan = EpochPlan::new(
                 self.tasks,
@@ -477,7 +534,21 @@ impl<'a> Trainer<'a> {
             );
             self.run_epoch(&mut opt, &plan, &mut at, sink, ckpt, (warmup, total))?;
         }
-        self.stats()
+        if let Some(u) = &mut self.gradual {
+            u.finish(&self.model.groups());
+        }
+        let stopped_early = self.stopping() && self.step < steps_per_epoch * self.cfg.epochs;
+        if stopped_early {
+            crate::say!(
+                "early stopping: no improvement in {} evaluations, stopped at step {}",
+                self.cfg.early_stopping.as_ref().map_or(0, |e| e.patience),
+                self.step
+            );
+        }
+        Ok(FitStats {
+            stopped_early,
+            ..self.stats()?
+        })
     }
 
     /// The steps of one epoch from `at` on, each followed by what is due after it.
@@ -504,7 +575,7 @@ impl<'a> Trainer<'a> {
                 }
                 self.after_pending(opt, at, plan.len(), sink, ckpt, &bar)?;
             }
-            if at.pos == plan.len() {
+            if at.pos == plan.len() || self.stopping() {
                 break;
             }
             if interrupt::requested() {
@@ -535,8 +606,13 @@ impl<'a> Trainer<'a> {
         bar: &indicatif::ProgressBar,
     ) -> Result<()> {
         let rows = sink.written();
+        let best_before = self.best.as_ref().map(|b| b.state.clone());
         if let Err(e) = bar.suspend(|| self.after_step(at.epoch, at.pos, len, &at.stats, sink)) {
             if interrupt::is_interrupted(&e) {
+                // the evaluations are redone on resume: judge them then, not twice
+                if let (Some(b), Some(before)) = (&mut self.best, best_before) {
+                    b.state = before;
+                }
                 self.save(ckpt, opt, at, rows, true)?;
             }
             return Err(e);

@@ -70,6 +70,26 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     )
 }
 
+/// Like `write_atomic` for a file another library writes: `write` fills the temporary path given to it, which is
+/// then fsync'd and renamed over `path`, and the folder fsync'd.
+pub(crate) fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!("{name}.tmp"));
+    write(&tmp)?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("{}: cannot sync", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    sync_dir(
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
 /// Creates (or truncates) `path` with `bytes` and fsyncs it.
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
