@@ -436,7 +436,7 @@ fn inspect_shows_loras_trainable_count_and_bad_lora_settings_are_refused() {
     ]);
     assert_user_error(
         &weighted,
-        "freeze.lora: not supported with train.mtl.aggregator or train.mtl.weighting",
+        "freeze.lora: not supported with train.mtl.aggregator, train.mtl.weighting or",
     );
     let e = harness(&["run", cfg.to_str().unwrap(), "--set", "freeze.lora.target=[query]"]);
     assert!(
