@@ -213,15 +213,7 @@ impl RunBrief {
             .metrics
             .iter()
             .filter(|m| m.split == Split::Eval && m.epoch == 0)
-            .map(|m| {
-                let f = FinalMetrics {
-                    accuracy: m.accuracy,
-                    macro_f1: m.macro_f1,
-                    loss: m.loss,
-                    other: m.extra.clone(),
-                };
-                (m.task.clone(), f)
-            })
+            .map(|m| (m.task.clone(), FinalMetrics::of(m)))
             .collect();
         RunBrief {
             dir: r.dir.clone(),

@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::record::metrics::MetricRow;
 use crate::runtime::amp::Precision;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +53,16 @@ pub struct FinalMetrics {
 }
 
 impl FinalMetrics {
+    /// A task's metrics as its metrics.csv row holds them.
+    pub(crate) fn of(row: &MetricRow) -> Self {
+        FinalMetrics {
+            accuracy: row.accuracy,
+            macro_f1: row.macro_f1,
+            loss: row.loss,
+            other: row.extra.clone(),
+        }
+    }
+
     pub fn is_finite(&self) -> bool {
         self.accuracy.is_finite() && self.macro_f1.is_finite() && self.loss.is_finite()
     }

@@ -394,15 +394,7 @@ fn final_metrics(metrics: &Path) -> Result<BTreeMap<String, FinalMetrics>> {
     Ok(read_metrics(metrics)?
         .into_iter()
         .filter(|r| r.split == Split::Eval)
-        .map(|r| {
-            let m = FinalMetrics {
-                accuracy: r.accuracy,
-                macro_f1: r.macro_f1,
-                loss: r.loss,
-                other: r.extra,
-            };
-            (r.task, m)
-        })
+        .map(|r| (r.task.clone(), FinalMetrics::of(&r)))
         .collect())
 }
 

@@ -112,14 +112,6 @@ impl BestTracker {
 fn task_metrics(rows: &[MetricRow], tasks: &[String]) -> std::collections::BTreeMap<String, FinalMetrics> {
     rows.iter()
         .filter(|r| r.split == Split::Eval && tasks.contains(&r.task))
-        .map(|r| {
-            let m = FinalMetrics {
-                accuracy: r.accuracy,
-                macro_f1: r.macro_f1,
-                loss: r.loss,
-                other: r.extra.clone(),
-            };
-            (r.task.clone(), m)
-        })
+        .map(|r| (r.task.clone(), FinalMetrics::of(r)))
         .collect()
 }
