@@ -31,6 +31,7 @@ impl RunData {
         let names = self
             .metrics
             .iter()
+            .filter(|m| m.split != Split::Probe)
             .map(|m| &m.task)
             .chain(self.summary.final_metrics.keys());
         for t in names {
@@ -45,8 +46,7 @@ impl RunData {
         self.metrics
             .iter()
             .filter(move |m| m.split == Split::Eval && m.task == task)
-            .filter(|m| m.accuracy.is_finite())
-            .map(|m| (m, m.accuracy))
+            .filter_map(|m| m.accuracy.filter(|a| a.is_finite()).map(|a| (m, a)))
     }
 
     /// Final eval metrics: `summary.json` if it has them, else the last eval row.
@@ -56,7 +56,7 @@ impl RunData {
             None => self
                 .eval_rows(task)
                 .max_by_key(|(m, _)| (m.epoch, m.step))
-                .map_or((None, None), |(m, a)| (Some(a), Some(m.macro_f1))),
+                .map_or((None, None), |(m, a)| (Some(a), m.macro_f1)),
         }
     }
 

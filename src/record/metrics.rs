@@ -30,6 +30,9 @@ pub(crate) const METRICS_HEADER: [&str; 11] = [
 pub(crate) enum Split {
     Train,
     Eval,
+    /// a measurement of the encoder that trains nothing (`probes`): its metrics are extra columns, and its
+    /// loss, accuracy and macro-F1 cells are empty
+    Probe,
 }
 
 /// One row of metrics.csv: one task, one split, at one evaluation point.
@@ -41,9 +44,10 @@ pub(crate) struct MetricRow {
     pub step: usize,
     pub task: String,
     pub split: Split,
-    pub loss: f64,
-    pub accuracy: f64,
-    pub macro_f1: f64,
+    /// None (an empty cell) where the row's kind has no such metric: a probe, or a task scored otherwise
+    pub loss: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub macro_f1: Option<f64>,
     pub examples_seen: usize,
     pub elapsed_s: f64,
     /// metrics beyond accuracy and macro-F1 (a task kind's own), by column name; format 2 appends their
@@ -53,8 +57,27 @@ pub(crate) struct MetricRow {
 }
 
 impl MetricRow {
+    /// `<task> acc 0.8125 f1 0.8000` for the epoch's log line, then the row's other metrics.
+    pub(crate) fn brief(&self) -> String {
+        let mut s = self.task.clone();
+        for (name, v) in [("acc", self.accuracy), ("f1", self.macro_f1)] {
+            if let Some(v) = v {
+                s += &format!(" {name} {v:.4}");
+            }
+        }
+        for (name, v) in &self.extra {
+            s += &format!(" {name} {v:.4}");
+        }
+        s
+    }
+
+    /// Whether every metric the row has is a number (a diverged run's are not).
     pub(crate) fn is_finite(&self) -> bool {
-        self.loss.is_finite() && self.accuracy.is_finite() && self.macro_f1.is_finite()
+        [self.loss, self.accuracy, self.macro_f1]
+            .into_iter()
+            .flatten()
+            .chain(self.extra.values().copied())
+            .all(f64::is_finite)
     }
 }
 

@@ -56,9 +56,9 @@ impl FinalMetrics {
     /// A task's metrics as its metrics.csv row holds them.
     pub(crate) fn of(row: &MetricRow) -> Self {
         FinalMetrics {
-            accuracy: row.accuracy,
-            macro_f1: row.macro_f1,
-            loss: row.loss,
+            accuracy: row.accuracy.unwrap_or(f64::NAN),
+            macro_f1: row.macro_f1.unwrap_or(f64::NAN),
+            loss: row.loss.unwrap_or(f64::NAN),
             other: row.extra.clone(),
         }
     }

@@ -99,11 +99,14 @@ impl BestTracker {
         let row = |t: &str| rows.iter().find(|r| r.task == t && r.split == Split::Eval);
         match &self.cfg.metric {
             StopMetric::MeanAccuracy => {
-                let accs: Vec<f64> = tasks.iter().map(|t| row(t).map_or(f64::NAN, |r| r.accuracy)).collect();
+                let accs: Vec<f64> = tasks
+                    .iter()
+                    .map(|t| row(t).and_then(|r| r.accuracy).unwrap_or(f64::NAN))
+                    .collect();
                 accs.iter().sum::<f64>() / accs.len() as f64
             }
-            StopMetric::Accuracy(t) => row(t).map_or(f64::NAN, |r| r.accuracy),
-            StopMetric::MacroF1(t) => row(t).map_or(f64::NAN, |r| r.macro_f1),
+            StopMetric::Accuracy(t) => row(t).and_then(|r| r.accuracy).unwrap_or(f64::NAN),
+            StopMetric::MacroF1(t) => row(t).and_then(|r| r.macro_f1).unwrap_or(f64::NAN),
         }
     }
 }

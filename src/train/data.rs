@@ -3,6 +3,13 @@
 
 use crate::model::task::TaskKind;
 
+/// Which of a task's files: the one it trains on or the one it is scored on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    Train,
+    Eval,
+}
+
 /// One task's tokenised data.
 pub(crate) struct TaskData {
     pub name: String,

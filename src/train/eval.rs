@@ -8,6 +8,7 @@ use tch::Reduction;
 use crate::encoder::tokenizer::length_sorted_batches;
 use crate::record::{MetricRow, MetricsWriter, Split};
 use crate::runtime::amp;
+use crate::train::data::Part;
 use crate::train::hook::EvalPoint;
 use crate::train::trainer::Trainer;
 use crate::util::interrupt;
@@ -59,11 +60,11 @@ impl Trainer<'_> {
                     Ok::<_, anyhow::Error>(
                         self.model
                             .head(ti)
-                            .forward_t(&self.features(ti, Split::Eval, &idx, None, false)?, false)
+                            .forward_t(&self.features(ti, Part::Eval, &idx, None, false)?, false)
                             .to_kind(tch::Kind::Float),
                     )
                 })??;
-                let labels = self.labels(ti, Split::Eval, &idx);
+                let labels = self.labels(ti, Part::Eval, &idx);
                 loss_sum += t.kind.loss(&logits, &labels, Reduction::Sum).double_value(&[]);
                 let p: Vec<i64> = t.kind.predict(&logits).to_device(tch::Device::Cpu).try_into()?;
                 for (&i, v) in idx.iter().zip(p) {

@@ -11,10 +11,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Reduction, Tensor};
 
-use crate::record::Split;
 use crate::runtime::amp;
 use crate::train::adamw::AdamW;
 use crate::train::conflict::measure;
+use crate::train::data::Part;
 use crate::train::inflight::{InFlight, PartOut};
 use crate::train::joint::aggregated_grads;
 use crate::train::plan::EpochPlan;
@@ -164,7 +164,7 @@ impl Trainer<'_> {
         let head_trains = self.plan.head_trains(&head.task)?;
         let kind = self.tasks[task].kind;
         let (logits, loss) = amp::autocast(self.model.sentence.device, self.precision, || -> Result<_> {
-            let features = self.features(task, Split::Train, &part.idx, Some(&index), true)?;
+            let features = self.features(task, Part::Train, &part.idx, Some(&index), true)?;
             let logits = head.forward_t(&features, head_trains);
             let labels = self.train_labels[task].index_select(0, &index);
             let loss = kind.loss(&logits, &labels, Reduction::Mean);

@@ -28,7 +28,7 @@ use crate::runtime::device::upload;
 use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::best::BestTracker;
 use crate::train::conflict::ConflictLog;
-use crate::train::data::TaskData;
+use crate::train::data::{Part, TaskData};
 use crate::train::gradual::Unfreezing;
 use crate::train::hook::EvalHook;
 use crate::train::inflight::Pending;
@@ -233,7 +233,7 @@ impl<'a> Trainer<'a> {
     pub(crate) fn features(
         &self,
         task: usize,
-        split: Split,
+        split: Part,
         idx: &[usize],
         index: Option<&Tensor>,
         train: bool,
@@ -241,8 +241,8 @@ impl<'a> Trainer<'a> {
         let s = &self.model.sentence;
         if let Some(cache) = &self.cache {
             let all = match split {
-                Split::Train => &cache[task].train,
-                Split::Eval => &cache[task].eval,
+                Part::Train => &cache[task].train,
+                Part::Eval => &cache[task].eval,
             };
             return Ok(match index {
                 Some(index) => all.index_select(0, index),
@@ -250,8 +250,8 @@ impl<'a> Trainer<'a> {
             });
         }
         let seqs = match split {
-            Split::Train => &self.tasks[task].train_ids,
-            Split::Eval => &self.tasks[task].eval_ids,
+            Part::Train => &self.tasks[task].train_ids,
+            Part::Eval => &self.tasks[task].eval_ids,
         };
         let batch = s.tokenizer.batch_of(seqs, idx, s.device);
         if train && self.plan.encoder_trains() {
@@ -262,10 +262,10 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    pub(crate) fn labels(&self, task: usize, split: Split, idx: &[usize]) -> Tensor {
+    pub(crate) fn labels(&self, task: usize, split: Part, idx: &[usize]) -> Tensor {
         let all = match split {
-            Split::Train => &self.tasks[task].train_labels,
-            Split::Eval => &self.tasks[task].eval_labels,
+            Part::Train => &self.tasks[task].train_labels,
+            Part::Eval => &self.tasks[task].eval_labels,
         };
         Tensor::from_slice(&idx.iter().map(|&i| all[i]).collect::<Vec<_>>()).to_device(self.model.sentence.device)
     }
@@ -292,9 +292,9 @@ impl<'a> Trainer<'a> {
             step: self.step,
             task: t.name.clone(),
             split,
-            loss,
-            accuracy,
-            macro_f1,
+            loss: Some(loss),
+            accuracy: Some(accuracy),
+            macro_f1: Some(macro_f1),
             examples_seen: self.examples_seen,
             elapsed_s: self.elapsed(),
             extra,
@@ -390,10 +390,7 @@ impl<'a> Trainer<'a> {
         }
         let rows = self.evaluate(epoch, sink)?;
         self.judge(&rows)?;
-        let line: Vec<String> = rows
-            .iter()
-            .map(|r| format!("{} acc {:.4} f1 {:.4}", r.task, r.accuracy, r.macro_f1))
-            .collect();
+        let line: Vec<String> = rows.iter().map(|r| r.brief()).collect();
         crate::say!("epoch {epoch}/{}: {}", self.cfg.epochs, line.join(", "));
         Ok(())
     }
