@@ -71,12 +71,13 @@ impl MetricRow {
         s
     }
 
-    /// Whether every metric the row has is a number (a diverged run's are not).
+    /// Whether the row's loss, accuracy and macro-F1, where it has them, are numbers (a diverged run's are
+    /// not). Extra metrics are left out: a correlation is undefined (NaN) for constant inputs without anything
+    /// having diverged.
     pub(crate) fn is_finite(&self) -> bool {
         [self.loss, self.accuracy, self.macro_f1]
             .into_iter()
             .flatten()
-            .chain(self.extra.values().copied())
             .all(f64::is_finite)
     }
 }

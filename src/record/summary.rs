@@ -139,9 +139,18 @@ pub struct Summary {
 /// (after - before).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ProbeChange {
+    #[serde(deserialize_with = "nan_if_null_map")]
     pub before: BTreeMap<String, f64>,
+    #[serde(deserialize_with = "nan_if_null_map")]
     pub after: BTreeMap<String, f64>,
+    #[serde(deserialize_with = "nan_if_null_map")]
     pub change: BTreeMap<String, f64>,
+}
+
+/// `nan_if_null` for each value of a map (an undefined correlation is NaN, written as null).
+fn nan_if_null_map<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<BTreeMap<String, f64>, D::Error> {
+    let m = BTreeMap::<String, Option<f64>>::deserialize(d)?;
+    Ok(m.into_iter().map(|(k, v)| (k, v.unwrap_or(f64::NAN))).collect())
 }
 
 impl ProbeChange {
@@ -217,5 +226,42 @@ impl Summary {
     /// Every final metric is a number (a diverged run's are not).
     pub fn is_finite(&self) -> bool {
         self.final_metrics.values().all(FinalMetrics::is_finite)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe_row(epoch: usize, spearman: f64) -> MetricRow {
+        MetricRow {
+            run: "r".into(),
+            scenario: "none".into(),
+            epoch,
+            step: epoch * 5,
+            task: "stsb".into(),
+            split: Split::Probe,
+            loss: None,
+            accuracy: None,
+            macro_f1: None,
+            examples_seen: 0,
+            elapsed_s: 0.0,
+            extra: [("spearman".to_string(), spearman)].into(),
+        }
+    }
+
+    #[test]
+    fn a_probe_change_is_first_to_last_and_an_undefined_value_reads_back_as_nan() {
+        let rows = [probe_row(0, 80.0), probe_row(1, 79.0), probe_row(2, f64::NAN)];
+        let p = &ProbeChange::of_rows(&rows)["stsb"];
+        assert_eq!((p.before["spearman"], p.after["spearman"].is_nan()), (80.0, true));
+        assert!(p.change["spearman"].is_nan());
+        let two = ProbeChange::of_rows(&rows[..2]);
+        assert_eq!(two["stsb"].change["spearman"], -1.0);
+        // serde_json writes NaN as null; it must read back, not fail the summary
+        let text = serde_json::to_string(p).unwrap();
+        assert!(text.contains("null"), "{text}");
+        let back: ProbeChange = serde_json::from_str(&text).unwrap();
+        assert!(back.after["spearman"].is_nan() && back.before["spearman"] == 80.0);
     }
 }
