@@ -15,7 +15,9 @@ use crate::analysis::retention::{drift_curves, retention_rows, GroupRuns, Retent
 pub(crate) use crate::analysis::stat::Stat;
 use crate::runtime::amp::Precision;
 
-use crate::record::{read_metrics, FinalMetrics, MetricRow, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
+use crate::record::{
+    read_metrics, BestEvaluation, FinalMetrics, MetricRow, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE,
+};
 
 #[derive(Debug, Clone)]
 pub(crate) struct RunData {
@@ -178,6 +180,10 @@ pub(crate) struct RunBrief {
     pub final_metrics: BTreeMap<String, FinalMetrics>,
     /// the evaluation before training (metrics.csv, epoch 0), per task
     pub initial: BTreeMap<String, FinalMetrics>,
+    /// `train.early_stopping`'s best evaluation, and whether training stopped before its last planned step
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best: Option<BestEvaluation>,
+    pub stopped_early: bool,
 }
 
 impl RunBrief {
@@ -199,6 +205,8 @@ impl RunBrief {
             frozen_unchanged: r.summary.frozen_unchanged,
             final_metrics: r.summary.final_metrics.clone(),
             initial,
+            best: r.summary.best.clone(),
+            stopped_early: r.summary.stopped_early,
         }
     }
 }
@@ -575,6 +583,25 @@ impl Comparison {
         md += " Accuracy and macro-F1 are final eval values; best epoch has the highest eval accuracy.\n";
         for w in &self.warnings {
             let _ = write!(md, "\n**Warning:** {w}\n");
+        }
+        for r in self.runs.iter() {
+            if let Some(b) = &r.best {
+                let how = if r.stopped_early {
+                    "stopped early; its"
+                } else {
+                    "ran to the end; its"
+                };
+                let kept = if b.weights.is_some() {
+                    ", whose weights it kept"
+                } else {
+                    ""
+                };
+                let _ = write!(
+                    md,
+                    "\nEarly stopping: `{}` {how} best evaluation was at epoch {}, step {} ({} {:.4}){kept}.\n",
+                    r.run, b.epoch, b.step, b.metric, b.value
+                );
+            }
         }
         md += "\n![eval accuracy per epoch](comparison.png)\n";
         if !self.retention.is_empty() {
