@@ -20,7 +20,7 @@ pub use freeze::{FreezeConfig, FrozenTaskLoss, GradualConfig, Scenario};
 pub use lora::LoraConfig;
 pub use mtl::{MtlConfig, StepMode, AGGREGATORS, WEIGHTINGS};
 pub use stopping::{EarlyStopping, StopMetric};
-pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
+pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, PairLoss, TaskConfig, TaskType};
 pub use train::{Sampling, TrainConfig};
 
 use std::path::{Path, PathBuf};
@@ -108,7 +108,7 @@ impl ExperimentConfig {
     /// Reads a config file, applies `key.path=value` overrides, and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = crate::util::fsx::read_text(path)?;
-        let cfg: ExperimentConfig = if overrides.is_empty() {
+        let mut cfg: ExperimentConfig = if overrides.is_empty() {
             // straight from text, so that errors carry line numbers
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| explain(path, e))?
         } else {
@@ -125,8 +125,17 @@ impl ExperimentConfig {
             }
             serde_path_to_error::deserialize(value).map_err(|e| blame(path, &text, overrides, e))?
         };
+        cfg.resolve_tasks().with_context(|| format!("{}", path.display()))?;
         cfg.validate().with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// Each task's keys checked against its type, and the type's defaults filled in (see `task`).
+    fn resolve_tasks(&mut self) -> Result<()> {
+        for (i, t) in self.tasks.iter_mut().enumerate() {
+            t.resolve().with_context(|| format!("tasks.{i}"))?;
+        }
+        Ok(())
     }
 
     /// The scenario as reported in metrics and summaries.
@@ -173,6 +182,12 @@ impl ExperimentConfig {
             t.validate().with_context(|| format!("tasks.{i}"))?;
         }
         if let Scenario::Head(task) = &self.freeze.scenario {
+            if let Some(t) = self.tasks.iter().find(|t| &t.name == task && !t.kind.has_head()) {
+                bail!(
+                    "freeze.scenario: `head:{task}`: task `{task}` is a `{}` task, which has no head to freeze (its loss acts on the sentence embeddings)",
+                    t.kind
+                );
+            }
             if !self.tasks.iter().any(|t| &t.name == task) {
                 let names: Vec<_> = self.tasks.iter().map(|t| t.name.as_str()).collect();
                 bail!(

@@ -63,8 +63,14 @@ impl FinalMetrics {
         }
     }
 
+    /// Whether every metric the task has is a number. A head-less task (sts, pairs) has no accuracy or macro-F1
+    /// (null) but metrics of its own (`other`); a classification task has accuracy and macro-F1.
     pub fn is_finite(&self) -> bool {
-        self.accuracy.is_finite() && self.macro_f1.is_finite() && self.loss.is_finite()
+        let scored = match self.other.is_empty() {
+            true => self.accuracy.is_finite() && self.macro_f1.is_finite(),
+            false => self.other.values().all(|v| v.is_finite()),
+        };
+        scored && self.loss.is_finite()
     }
 }
 
