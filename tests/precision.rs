@@ -1,6 +1,7 @@
 //! Mixed precision against PyTorch: the harness's autocast gives each op the dtype `torch.autocast` gives it on
 //! the CPU (the reference computed here by scripts/reference/autocast_dtypes.py), all-MiniLM-L6-v2's forward
-//! under bf16 autocast lands next to transformers' under the same autocast, and bf16 training ends near fp32's.
+//! under bf16 autocast lands next to transformers' under the same autocast, and bf16 training (of a tiny random
+//! encoder) ends near fp32's.
 
 mod common;
 
@@ -163,13 +164,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Two epochs of full fine-tuning on the small config, evaluated on 200 examples per task (24 would make one
-/// flipped prediction worth 0.04 of accuracy).
+/// Two epochs of full fine-tuning of the tiny random encoder, evaluated on 200 examples per task (24 would make
+/// one flipped prediction worth 0.04 of accuracy). The tiny encoder, not MiniLM: bf16 is emulated on a CPU
+/// without avx512_bf16 or AMX, where MiniLM's run took over 12 minutes of CI's time; that bf16 lands next to
+/// fp32 on MiniLM itself is measured in `results/bf16/` (docs/precision.md).
 fn tiny_run(dir: &Path, precision: &str) -> experiment::Outcome {
     let _serial = serial();
     let p = dir.join("c.yaml");
     let train = format!("  epochs: 2\n  precision: {precision}");
-    std::fs::write(&p, config_text(dir, "  scenario: none", &train)).unwrap();
+    let model = tiny_model(dir, 2);
+    std::fs::write(&p, config_text_on(&model, dir, "  scenario: none", &train)).unwrap();
     run_config(&p)
 }
 
@@ -193,8 +197,9 @@ fn bf16_training_ends_near_fp32() {
             "{task}: eval loss fp32 {:.5} bf16 {:.5}; accuracy {:.4} / {:.4}",
             m32.loss, m16.loss, m32.accuracy, m16.accuracy
         );
+        // measured on the tiny encoder: eval loss 4e-4 apart, accuracy 0.005
         assert!(
-            dl < 0.03 && da <= 0.05,
+            dl < 0.01 && da <= 0.05,
             "{task}: loss differs by {dl}, accuracy by {da}"
         );
         assert!(dl > 0.0, "{task}: bf16 gave fp32's loss exactly: autocast did not run");
