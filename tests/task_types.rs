@@ -71,7 +71,13 @@ fn rows(run: &Path) -> (Vec<String>, Vec<BTreeMap<String, String>>) {
     let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
     let rows = r
         .records()
-        .map(|rec| header.iter().cloned().zip(rec.unwrap().iter().map(str::to_string)).collect())
+        .map(|rec| {
+            header
+                .iter()
+                .cloned()
+                .zip(rec.unwrap().iter().map(str::to_string))
+                .collect()
+        })
         .collect();
     (header, rows)
 }
@@ -105,7 +111,13 @@ fn stsb(file: &str, n: usize) -> Vec<(String, String, f64)> {
 fn embed(dir: &Path, model: &Path, texts: &[&str]) -> Vec<Value> {
     let input = dir.join("embed.txt");
     std::fs::write(&input, texts.join("\n") + "\n").unwrap();
-    let out = harness(&["embed", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()]);
+    let out = harness(&[
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let items: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     items.into_iter().map(|i| i["embedding"].clone()).collect()
@@ -140,9 +152,19 @@ fn sts_and_pairs_train_and_match_the_references() {
     let train = "  epochs: 1\n  batch_size: 24\n  eval_batch_size: 64\n";
     let eval_ref = reference(d.path(), &model, "dev.tsv", 24);
     let train_ref = reference(d.path(), &model, "train.tsv", 24);
-    for (name, yaml, columns) in [("stsb", STS, ["spearman", "pearson"]), ("para", PAIRS, ["acc_at_1", "mrr"])] {
+    for (name, yaml, columns) in [
+        ("stsb", STS, ["spearman", "pearson"]),
+        ("para", PAIRS, ["acc_at_1", "mrr"]),
+    ] {
         let cfg = write_config(d.path(), &model, &task(yaml, 24), "none", train);
-        let out = harness(&["--threads", "1", "run", cfg.to_str().unwrap(), "--set", &format!("name={name}")]);
+        let out = harness(&[
+            "--threads",
+            "1",
+            "run",
+            cfg.to_str().unwrap(),
+            "--set",
+            &format!("name={name}"),
+        ]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let run = d.path().join(name);
         let (header, rows) = rows(&run);
@@ -159,7 +181,12 @@ fn sts_and_pairs_train_and_match_the_references() {
             close("spearman", at0("spearman"), r["spearman"].as_f64().unwrap(), 1e-6);
             close("pearson", at0("pearson"), r["pearson"].as_f64().unwrap(), 1e-6);
             close("eval CoSENT", at0("loss"), r["cosent"].as_f64().unwrap(), 1e-5);
-            close("step 1 CoSENT", step1, train_ref["sts"]["cosent"].as_f64().unwrap(), 1e-5);
+            close(
+                "step 1 CoSENT",
+                step1,
+                train_ref["sts"]["cosent"].as_f64().unwrap(),
+                1e-5,
+            );
         } else {
             let r = &eval_ref["pairs"];
             close("acc@1", at0("acc_at_1"), r["acc_at_1"].as_f64().unwrap(), 1e-12);
@@ -187,7 +214,11 @@ fn killed_and_resumed_equals_the_uninterrupted_run() {
     let reference = spawn_run(&cfg, &["--set".into(), "name=ref".into()], false)
         .wait_with_output()
         .unwrap();
-    assert!(reference.status.success(), "{}", String::from_utf8_lossy(&reference.stderr));
+    assert!(
+        reference.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reference.stderr)
+    );
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -195,7 +226,11 @@ fn killed_and_resumed_equals_the_uninterrupted_run() {
     let kill_at = 2 + nanos % 20;
     let killed = killed_then_resumed(&cfg, d.path(), "k", &[], kill_at);
     eprintln!("killed after step {killed:?}");
-    assert_eq!(metrics(&d.path().join("k")), metrics(&d.path().join("ref")), "killed after {killed:?}");
+    assert_eq!(
+        metrics(&d.path().join("k")),
+        metrics(&d.path().join("ref")),
+        "killed after {killed:?}"
+    );
     let (header, _) = rows(&d.path().join("k"));
     assert_eq!(header[11..], ["spearman", "pearson", "acc_at_1", "mrr"]);
 }
@@ -220,7 +255,11 @@ fn a_frozen_encoder_keeps_the_sts_values_at_every_evaluation() {
     assert_eq!(sts.len(), 3, "{sts:?}");
     assert!(sts.iter().all(|r| *r == sts[0]), "{sts:?}");
     // the sentiment head did train
-    let acc: Vec<&String> = rows.iter().filter(|r| r["task"] == "sentiment").map(|r| &r["loss"]).collect();
+    let acc: Vec<&String> = rows
+        .iter()
+        .filter(|r| r["task"] == "sentiment")
+        .map(|r| &r["loss"])
+        .collect();
     assert_ne!(acc[0], acc[acc.len() - 1]);
 }
 
@@ -233,7 +272,10 @@ fn bad_pair_input_is_one_line_naming_file_line_or_key() {
         std::fs::write(&p, body).unwrap();
         p.display().to_string()
     };
-    let good = file("good.tsv", "sentence1\tsentence2\tscore\na b\tc d\t1\ne f\tg h\t4\ni j\tk l\t2.5\n");
+    let good = file(
+        "good.tsv",
+        "sentence1\tsentence2\tscore\na b\tc d\t1\ne f\tg h\t4\ni j\tk l\t2.5\n",
+    );
     let sts = |train: &str, extra: &str| {
         format!("  - name: s\n    type: sts\n    train: {train}\n    eval: {good}\n    score_range: [0, 5]\n{extra}")
     };
@@ -245,26 +287,85 @@ fn bad_pair_input_is_one_line_naming_file_line_or_key() {
     let empty = file("empty.tsv", "sentence1\tsentence2\tscore\na\tb\t1\nc\t \t2\n");
     let one = file("one.tsv", "sentence1\tsentence2\na\tb\n");
     let cases: Vec<(String, String, String)> = vec![
-        (sts(&good, "    sentence2_column: second\n"), String::new(), "good.tsv: no column `second`".into()),
-        (sts(&outside, ""), String::new(), "outside.tsv:3: column `score`: score 5.5 is outside score_range [0, 5]".into()),
-        (sts(&nan, ""), String::new(), "nan.tsv:2: column `score`: score `much` is not a number".into()),
-        (sts(&empty, ""), String::new(), "empty.tsv:3: column `sentence2` is empty".into()),
-        (pairs(&one, ""), String::new(), "one.tsv: 1 pairs in batches of train.batch_size 8 give a batch of one pair".into()),
-        (pairs(&good, ""), "  batch_size: 1\n".into(), "good.tsv: 3 pairs in batches of train.batch_size 1".into()),
-        (sts(&good, "").replace("[0, 5]", "[5, 5]"), String::new(), "tasks.0: score_range: [5, 5] is not a range".into()),
-        (sts(&good, "").replace("    score_range: [0, 5]\n", ""), String::new(), "tasks.0: score_range: is required for an sts task".into()),
-        (sts(&good, "    loss: mnrl\n"), String::new(), "tasks.0: loss: `mnrl` is not a loss of an `sts` task".into()),
-        (pairs(&good, "    loss: cosent\n"), String::new(), "tasks.0: loss: `cosent` is not a loss of a `pairs` task".into()),
-        (sts(&good, "    labels: [a, b]\n"), String::new(), "tasks.0: labels: is a key of a `classification` task, but this task's type is `sts`".into()),
-        (task(SENTIMENT, 8) + "    score_range: [0, 1]\n", String::new(), "tasks.0: score_range: is a key of a `sts` task".into()),
-        (task(SENTIMENT, 8) + "    loss: cosent\n", String::new(), "tasks.0: loss: `cosent` is for sts and pairs tasks".into()),
+        (
+            sts(&good, "    sentence2_column: second\n"),
+            String::new(),
+            "good.tsv: no column `second`".into(),
+        ),
+        (
+            sts(&outside, ""),
+            String::new(),
+            "outside.tsv:3: column `score`: score 5.5 is outside score_range [0, 5]".into(),
+        ),
+        (
+            sts(&nan, ""),
+            String::new(),
+            "nan.tsv:2: column `score`: score `much` is not a number".into(),
+        ),
+        (
+            sts(&empty, ""),
+            String::new(),
+            "empty.tsv:3: column `sentence2` is empty".into(),
+        ),
+        (
+            pairs(&one, ""),
+            String::new(),
+            "one.tsv: 1 pairs in batches of train.batch_size 8 give a batch of one pair".into(),
+        ),
+        (
+            pairs(&good, ""),
+            "  batch_size: 1\n".into(),
+            "good.tsv: 3 pairs in batches of train.batch_size 1".into(),
+        ),
+        (
+            sts(&good, "").replace("[0, 5]", "[5, 5]"),
+            String::new(),
+            "tasks.0: score_range: [5, 5] is not a range".into(),
+        ),
+        (
+            sts(&good, "").replace("    score_range: [0, 5]\n", ""),
+            String::new(),
+            "tasks.0: score_range: is required for an sts task".into(),
+        ),
+        (
+            sts(&good, "    loss: mnrl\n"),
+            String::new(),
+            "tasks.0: loss: `mnrl` is not a loss of an `sts` task".into(),
+        ),
+        (
+            pairs(&good, "    loss: cosent\n"),
+            String::new(),
+            "tasks.0: loss: `cosent` is not a loss of a `pairs` task".into(),
+        ),
+        (
+            sts(&good, "    labels: [a, b]\n"),
+            String::new(),
+            "tasks.0: labels: is a key of a `classification` task, but this task's type is `sts`".into(),
+        ),
+        (
+            task(SENTIMENT, 8) + "    score_range: [0, 1]\n",
+            String::new(),
+            "tasks.0: score_range: is a key of a `sts` task".into(),
+        ),
+        (
+            task(SENTIMENT, 8) + "    loss: cosent\n",
+            String::new(),
+            "tasks.0: loss: `cosent` is for sts and pairs tasks".into(),
+        ),
     ];
     for (tasks, train, needle) in cases {
-        let train = if train.is_empty() { "  batch_size: 8\n".to_string() } else { train };
+        let train = if train.is_empty() {
+            "  batch_size: 8\n".to_string()
+        } else {
+            train
+        };
         let cfg = write_config(d.path(), &model, &tasks, "none", &train);
         let out = harness(&["run", cfg.to_str().unwrap()]);
         assert_user_error(&out, &needle);
-        assert!(!d.path().join("t.lock").exists() && !d.path().join("t.partial").exists(), "{needle}: a lock");
+        assert!(
+            !d.path().join("t.lock").exists() && !d.path().join("t.partial").exists(),
+            "{needle}: a lock"
+        );
     }
     // a head:<task> scenario on a head-less task
     let cfg = write_config(d.path(), &model, &sts(&good, ""), "head:s", "");

@@ -318,7 +318,7 @@ mod tests {
     fn defaults_fill_in() {
         let c = load(MIN, &[]).unwrap();
         assert_eq!(c.train.epochs, 3);
-        assert_eq!(c.tasks[0].head, HeadConfig::default());
+        assert_eq!(c.tasks[0].head, Some(HeadConfig::default()));
         assert_eq!(c.freeze.scenario, Scenario::None);
     }
 

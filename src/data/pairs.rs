@@ -43,14 +43,18 @@ impl PairData {
         for (line, row) in table.rows.iter().take(limit.unwrap_or(usize::MAX)) {
             for ((name, &j), col) in columns.iter().zip(&at).zip(&mut out.columns) {
                 if row[j].trim().is_empty() {
-                    bail!("{}:{line}: column `{name}` is empty (every sentence of a pair must be given)", path.display());
+                    bail!(
+                        "{}:{line}: column `{name}` is empty (every sentence of a pair must be given)",
+                        path.display()
+                    );
                 }
                 col.push(row[j].clone());
             }
             if let (Some(s), Some(j)) = (&score, score_at) {
-                out.scores.push(scaled(&row[j], s).map_err(|e| {
-                    anyhow::anyhow!("{}:{line}: column `{}`: {e}", path.display(), s.name)
-                })?);
+                out.scores.push(
+                    scaled(&row[j], s)
+                        .map_err(|e| anyhow::anyhow!("{}:{line}: column `{}`: {e}", path.display(), s.name))?,
+                );
             }
         }
         if out.columns.first().is_none_or(Vec::is_empty) {
@@ -97,8 +101,14 @@ mod tests {
         let d = read("s1\ts2\tscore\na\tb\t5\nc\td\t1.25\n", [0.0, 5.0]).unwrap();
         assert_eq!(d.scores, vec![1.0, 0.25]);
         assert_eq!(d.columns[1], vec!["b", "d"]);
-        let e = format!("{:#}", read("s1\ts2\tscore\na\tb\t5\nc\td\t6\n", [0.0, 5.0]).unwrap_err());
-        assert!(e.contains("p.tsv:3: column `score`: score 6 is outside score_range [0, 5]"), "{e}");
+        let e = format!(
+            "{:#}",
+            read("s1\ts2\tscore\na\tb\t5\nc\td\t6\n", [0.0, 5.0]).unwrap_err()
+        );
+        assert!(
+            e.contains("p.tsv:3: column `score`: score 6 is outside score_range [0, 5]"),
+            "{e}"
+        );
         let e = format!("{:#}", read("s1\ts2\tscore\na\tb\tx\n", [0.0, 5.0]).unwrap_err());
         assert!(e.contains("p.tsv:2: column `score`: score `x` is not a number"), "{e}");
         let e = format!("{:#}", read("s1\ts2\tscore\na\t \t1\n", [0.0, 5.0]).unwrap_err());

@@ -132,8 +132,8 @@ fn read_pairs(t: &TaskConfig) -> Result<TaskFiles> {
     };
     let train = PairData::read(&t.train, &columns, score(), t.limit_train)
         .with_context(|| format!("task `{}` train", t.name))?;
-    let eval = PairData::read(&t.eval, &columns, score(), t.limit_eval)
-        .with_context(|| format!("task `{}` eval", t.name))?;
+    let eval =
+        PairData::read(&t.eval, &columns, score(), t.limit_eval).with_context(|| format!("task `{}` eval", t.name))?;
     Ok(TaskFiles::Pairs(train, eval))
 }
 

@@ -58,7 +58,10 @@ impl Trainer<'_> {
     /// One task's mean eval loss and its predictions in eval-file order.
     fn eval_task(&self, ti: usize, progress: &dyn Fn(u64)) -> Result<(f64, Vec<i64>)> {
         let t = &self.tasks[ti];
-        let head = self.model.head_of(&t.name).context("a classification task has a head")?;
+        let head = self
+            .model
+            .head_of(&t.name)
+            .context("a classification task has a head")?;
         let lengths: Vec<usize> = t.eval_ids.iter().map(Vec::len).collect();
         let (mut loss_sum, mut preds) = (0.0, vec![0i64; lengths.len()]);
         tch::no_grad(|| -> Result<()> {
@@ -100,7 +103,9 @@ impl Trainer<'_> {
             }
         };
         progress(n as u64);
-        let gold = Tensor::from_slice(&t.eval_scores).to_kind(tch::Kind::Float).to_device(s.device);
+        let gold = Tensor::from_slice(&t.eval_scores)
+            .to_kind(tch::Kind::Float)
+            .to_device(s.device);
         let mut loss_sum = 0.0;
         tch::no_grad(|| -> Result<()> {
             for (start, len) in eval_chunks(n, self.cfg.eval_batch_size) {

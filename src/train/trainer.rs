@@ -153,7 +153,11 @@ impl<'a> Trainer<'a> {
             train_scores: s
                 .tasks
                 .iter()
-                .map(|t| Tensor::from_slice(&t.train_scores).to_kind(tch::Kind::Float).to_device(device))
+                .map(|t| {
+                    Tensor::from_slice(&t.train_scores)
+                        .to_kind(tch::Kind::Float)
+                        .to_device(device)
+                })
                 .collect(),
             pending: Pending::default(),
             scaler: None,
@@ -262,7 +266,11 @@ impl<'a> Trainer<'a> {
             Part::Train => &self.tasks[task].train_ids,
             Part::Eval => &self.tasks[task].eval_ids,
         };
-        let batch = self.model.sentence.tokenizer.batch_of(seqs, idx, self.model.sentence.device);
+        let batch = self
+            .model
+            .sentence
+            .tokenizer
+            .batch_of(seqs, idx, self.model.sentence.device);
         self.forward(&batch, train)
     }
 

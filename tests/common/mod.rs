@@ -162,7 +162,11 @@ pub fn metrics(dir: &Path) -> Vec<Vec<String>> {
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
-            rec.iter().zip(&keep).filter(|(_, k)| **k).map(|(c, _)| c.to_string()).collect()
+            rec.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.to_string())
+                .collect()
         })
         .collect()
 }
