@@ -352,6 +352,11 @@ fn bad_pair_input_is_one_line_naming_file_line_or_key() {
             String::new(),
             "tasks.0: loss: `cosent` is for sts and pairs tasks".into(),
         ),
+        (
+            sts(&good, ""),
+            "  batch_size: 8\n  early_stopping: {metric: s.accuracy, patience: 1}\n".into(),
+            "train.early_stopping.metric: `s.accuracy`: task `s` is a `sts` task, which has no accuracy".into(),
+        ),
     ];
     for (tasks, train, needle) in cases {
         let train = if train.is_empty() {

@@ -228,6 +228,19 @@ impl ExperimentConfig {
         let tasks: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
         if let Some(es) = &self.train.early_stopping {
             es.validate(&tasks)?;
+            // accuracy and macro-F1 are a classification task's metrics
+            let headless = |name: &str| self.tasks.iter().find(|t| t.name == name && !t.kind.has_head());
+            if let Some(t) = es.metric.task().and_then(headless) {
+                bail!(
+                    "train.early_stopping.metric: `{}`: task `{}` is a `{}` task, which has no accuracy or macro-F1",
+                    es.metric,
+                    t.name,
+                    t.kind
+                );
+            }
+            if es.metric == StopMetric::MeanAccuracy && self.tasks.iter().all(|t| !t.kind.has_head()) {
+                bail!("train.early_stopping.metric: `mean_accuracy` needs a classification task (sts and pairs tasks have no accuracy)");
+            }
         }
         if self.train.keep_best && self.train.early_stopping.is_none() {
             bail!(
