@@ -191,3 +191,26 @@ impl Summary {
         self.final_metrics.values().all(FinalMetrics::is_finite)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics(accuracy: f64, other: &[(&str, f64)]) -> FinalMetrics {
+        FinalMetrics {
+            accuracy,
+            macro_f1: accuracy,
+            loss: 0.5,
+            other: other.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_head_less_task_is_finite_without_an_accuracy() {
+        // an sts task: no accuracy (null, read as NaN), its own metrics
+        assert!(metrics(f64::NAN, &[("spearman", 80.0), ("pearson", 79.0)]).is_finite());
+        assert!(!metrics(f64::NAN, &[("spearman", f64::NAN)]).is_finite());
+        // a classification task still needs its accuracy
+        assert!(metrics(0.9, &[]).is_finite() && !metrics(f64::NAN, &[]).is_finite());
+    }
+}
