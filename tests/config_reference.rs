@@ -53,6 +53,19 @@ fn code_keys() -> BTreeMap<String, Value> {
         m.into_iter()
             .filter(|(k, _)| k.starts_with("tasks[].head.") && k != "tasks[].head.type"),
     );
+    // an sts task's and a pairs task's own keys, with their defaults (`type` itself: the classification default)
+    for extra in [
+        "    type: sts\n    score_range: [0, 5]\n",
+        "    type: pairs\n    negative_column: n\n",
+    ] {
+        let text = format!("{MIN}{extra}").replace("    num_labels: 2\n", "");
+        let mut m = BTreeMap::new();
+        flatten(&serde_yaml::to_value(load(&text).unwrap()).unwrap(), "", &mut m);
+        for (k, v) in m {
+            out.entry(k).or_insert(v);
+        }
+    }
+    out.insert("tasks[].type".into(), Value::from("classification"));
     // keys the serializer leaves out when unset
     out.insert("base_name".into(), Value::Null);
     out.insert("probes".into(), Value::Sequence(Vec::new()));
@@ -64,6 +77,7 @@ fn code_keys() -> BTreeMap<String, Value> {
         m.into_iter()
             .filter(|(k, _)| k.starts_with("probes[].") || k.starts_with("analysis.drift.")),
     );
+    out.insert("tasks[].negative_column".into(), Value::Null);
     out
 }
 
@@ -113,6 +127,11 @@ fn required(key: &str) -> bool {
         "tasks[].train" => "    train: x.tsv\n",
         "tasks[].eval" => "    eval: y.tsv\n",
         "tasks[].num_labels" => "    num_labels: 2\n",
+        // required of an sts task (only an sts task has it)
+        "tasks[].score_range" => {
+            let sts = MIN.replace("    num_labels: 2\n", "    type: sts\n");
+            return load(&sts).is_err_and(|e| format!("{e:#}").contains("score_range: is required"));
+        }
         _ => return false,
     };
     let text = MIN.replacen(line, if key == "tasks[].name" { "  - \n" } else { "" }, 1);
@@ -136,6 +155,7 @@ fn every_key_and_default_is_in_the_reference() {
         "keys docs/configuration.md lists and the code does not have: {unknown:?}"
     );
     let given = [
+        "tasks[].score_range",
         "name",
         "tasks",
         "tasks[].name",

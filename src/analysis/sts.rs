@@ -7,9 +7,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::data::Table;
-use crate::encoder::pooling::l2_normalize;
 use crate::encoder::sentence::SentenceEncoder;
-use crate::model::metrics::{pearson, spearman};
+use crate::model::embedding_task::sts_correlations;
 
 pub struct StsPairs {
     pub first: Vec<String>,
@@ -95,13 +94,8 @@ impl StsPairs {
     /// Spearman and Pearson (x100) of each pair's cosine similarity, given `emb` `[distinct, dim]` in
     /// `distinct`'s order, against the gold scores.
     pub(crate) fn correlations(&self, emb: &tch::Tensor, first: &[i64], second: &[i64]) -> Result<(f64, f64)> {
-        let emb = l2_normalize(&emb.to_kind(tch::Kind::Float));
         let pick = |v: &[i64]| emb.index_select(0, &tch::Tensor::from_slice(v).to_device(emb.device()));
-        let cos: Vec<f64> = (pick(first) * pick(second))
-            .sum_dim_intlist([1i64].as_slice(), false, tch::Kind::Double)
-            .to_device(tch::Device::Cpu)
-            .try_into()?;
-        Ok((100.0 * spearman(&cos, &self.gold), 100.0 * pearson(&cos, &self.gold)))
+        sts_correlations(&pick(first), &pick(second), &self.gold)
     }
 }
 

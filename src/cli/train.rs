@@ -81,12 +81,18 @@ pub(super) fn run(a: RunCmdArgs) -> Result<()> {
         s.train_examples_per_s
     );
     for (task, m) in &s.final_metrics {
-        crate::out!(
-            "  {task}: accuracy {:.4}  macro-F1 {:.4}  loss {:.4}",
-            m.accuracy,
-            m.macro_f1,
-            m.loss
-        );
+        if m.other.is_empty() {
+            crate::out!(
+                "  {task}: accuracy {:.4}  macro-F1 {:.4}  loss {:.4}",
+                m.accuracy,
+                m.macro_f1,
+                m.loss
+            );
+        } else {
+            // a head-less task (sts, pairs): its own metrics
+            let own: Vec<String> = m.other.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            crate::out!("  {task}: {}  loss {:.4}", own.join("  "), m.loss);
+        }
     }
     Ok(())
 }

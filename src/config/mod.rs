@@ -22,7 +22,7 @@ pub use lora::LoraConfig;
 pub use mtl::{MtlConfig, StepMode, AGGREGATORS, WEIGHTINGS};
 pub use probe::{AnalysisConfig, DriftConfig, DriftEvery, ProbeConfig, ProbeType};
 pub use stopping::{EarlyStopping, StopMetric};
-pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
+pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, PairLoss, TaskConfig, TaskType};
 pub use train::{Sampling, TrainConfig};
 
 use std::path::{Path, PathBuf};
@@ -119,7 +119,7 @@ impl ExperimentConfig {
     /// Reads a config file, applies `key.path=value` overrides, and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = crate::util::fsx::read_text(path)?;
-        let cfg: ExperimentConfig = if overrides.is_empty() {
+        let mut cfg: ExperimentConfig = if overrides.is_empty() {
             // straight from text, so that errors carry line numbers
             serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text)).map_err(|e| explain(path, e))?
         } else {
@@ -136,8 +136,17 @@ impl ExperimentConfig {
             }
             serde_path_to_error::deserialize(value).map_err(|e| blame(path, &text, overrides, e))?
         };
+        cfg.resolve_tasks().with_context(|| format!("{}", path.display()))?;
         cfg.validate().with_context(|| format!("{}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// Each task's keys checked against its type, and the type's defaults filled in (see `task`).
+    fn resolve_tasks(&mut self) -> Result<()> {
+        for (i, t) in self.tasks.iter_mut().enumerate() {
+            t.resolve().with_context(|| format!("tasks.{i}"))?;
+        }
+        Ok(())
     }
 
     /// The scenario as reported in metrics and summaries.
@@ -185,6 +194,12 @@ impl ExperimentConfig {
         }
         self.check_probes()?;
         if let Scenario::Head(task) = &self.freeze.scenario {
+            if let Some(t) = self.tasks.iter().find(|t| &t.name == task && !t.kind.has_head()) {
+                bail!(
+                    "freeze.scenario: `head:{task}`: task `{task}` is a `{}` task, which has no head to freeze (its loss acts on the sentence embeddings)",
+                    t.kind
+                );
+            }
             if !self.tasks.iter().any(|t| &t.name == task) {
                 let names: Vec<_> = self.tasks.iter().map(|t| t.name.as_str()).collect();
                 bail!(
@@ -244,6 +259,19 @@ impl ExperimentConfig {
         let tasks: Vec<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
         if let Some(es) = &self.train.early_stopping {
             es.validate(&tasks)?;
+            // accuracy and macro-F1 are a classification task's metrics
+            let headless = |name: &str| self.tasks.iter().find(|t| t.name == name && !t.kind.has_head());
+            if let Some(t) = es.metric.task().and_then(headless) {
+                bail!(
+                    "train.early_stopping.metric: `{}`: task `{}` is a `{}` task, which has no accuracy or macro-F1",
+                    es.metric,
+                    t.name,
+                    t.kind
+                );
+            }
+            if es.metric == StopMetric::MeanAccuracy && self.tasks.iter().all(|t| !t.kind.has_head()) {
+                bail!("train.early_stopping.metric: `mean_accuracy` needs a classification task (sts and pairs tasks have no accuracy)");
+            }
         }
         if self.train.keep_best && self.train.early_stopping.is_none() {
             bail!(
@@ -334,7 +362,7 @@ mod tests {
     fn defaults_fill_in() {
         let c = load(MIN, &[]).unwrap();
         assert_eq!(c.train.epochs, 3);
-        assert_eq!(c.tasks[0].head, HeadConfig::default());
+        assert_eq!(c.tasks[0].head, Some(HeadConfig::default()));
         assert_eq!(c.freeze.scenario, Scenario::None);
     }
 

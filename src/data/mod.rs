@@ -1,6 +1,7 @@
-//! Reading data files: TSV/CSV tables with a header, plain text files, labelled task data. Every error names
+//! Reading data files: TSV/CSV tables with a header, plain text files, labelled task data, pair data (sts, pairs). Every error names
 //! the file and, where it applies, the line. Imports `util` only.
 
+pub(crate) mod pairs;
 pub(crate) mod table;
 
 pub(crate) use table::*;

@@ -100,11 +100,11 @@ fn write_sentence_files(dir: &Path, model: &MultiTaskModel) -> Result<()> {
 fn write_heads(dir: &Path, model: &MultiTaskModel, tasks: &[TaskConfig]) -> Result<()> {
     let mut tensors = Vec::new();
     let mut described = Vec::new();
-    for (head, task) in model.heads.iter().zip(tasks) {
+    for (head, task) in model.heads.iter().zip(tasks.iter().filter(|t| t.kind.has_head())) {
         let vars: BTreeMap<String, Tensor> = head.vs.variables().into_iter().collect();
         let names: Vec<String> = vars.keys().map(|n| format!("{}.{n}", task.name)).collect();
         tensors.extend(vars.into_iter().map(|(n, t)| (format!("{}.{n}", task.name), t)));
-        let kind = match &task.head {
+        let kind = match &task.head() {
             HeadConfig::Linear(_) => json!({"type": "linear"}),
             HeadConfig::Mlp(m) => json!({"type": "mlp", "hidden": m.hidden, "activation": "gelu"}),
         };

@@ -3,6 +3,7 @@
 //! `data`, `config` and `record`.
 
 pub(crate) mod checkpoint;
+pub(crate) mod embedding_task;
 pub mod export;
 pub(crate) mod freeze;
 pub(crate) mod group;

@@ -1,5 +1,6 @@
-//! The multi-task model: one shared sentence encoder, one head per task, the parameter groups that
-//! freezing, reporting and checkpoints work on, and prediction with trained heads.
+//! The multi-task model: one shared sentence encoder, one head per task that has one (a classification task;
+//! sts and pairs tasks train the embeddings themselves), the parameter groups that freezing, reporting and
+//! checkpoints work on, and prediction with trained heads.
 
 use anyhow::{bail, Result};
 use serde_json::json;
@@ -14,6 +15,7 @@ use crate::runtime::amp::Precision;
 
 pub struct MultiTaskModel {
     pub sentence: SentenceEncoder,
+    /// the heads of the tasks that have one, in task order
     pub heads: Vec<Head>,
     /// LoRA adapters on the encoder (`freeze.lora`), attached after the freezing plan is applied
     pub lora: Option<LoraAdapters>,
@@ -48,7 +50,8 @@ impl MultiTaskModel {
         let heads = cfg
             .tasks
             .iter()
-            .map(|t| Ok(Head::new(&t.name, &t.head, sentence.dim(), t.num_labels()?, device)))
+            .filter(|t| t.kind.has_head())
+            .map(|t| Ok(Head::new(&t.name, &t.head(), sentence.dim(), t.num_labels()?, device)))
             .collect::<Result<Vec<_>>>()?;
         Ok(MultiTaskModel {
             sentence,
@@ -70,8 +73,14 @@ impl MultiTaskModel {
         out
     }
 
-    pub fn head(&self, task: usize) -> &Head {
-        &self.heads[task]
+    /// The `i`th head (of the tasks that have one, in task order).
+    pub fn head(&self, i: usize) -> &Head {
+        &self.heads[i]
+    }
+
+    /// The head of task `task`, if it has one.
+    pub fn head_of(&self, task: &str) -> Option<&Head> {
+        self.heads.iter().find(|h| h.task == task)
     }
 
     /// Groups in `Group` order: embeddings, layers, pooler (marked absent, without variables, when the
@@ -125,7 +134,7 @@ impl MultiTaskModel {
         for (i, text) in texts.iter().enumerate() {
             let x = feats.get(i as i64).unsqueeze(0);
             let mut preds = Vec::with_capacity(self.heads.len());
-            for (h, t) in self.heads.iter().zip(tasks) {
+            for (h, t) in self.heads.iter().zip(tasks.iter().filter(|t| t.kind.has_head())) {
                 let probs: Vec<f64> = tch::no_grad(|| h.forward_t(&x, false).softmax(-1, Kind::Double))
                     .view([-1])
                     .try_into()?;

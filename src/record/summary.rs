@@ -63,8 +63,14 @@ impl FinalMetrics {
         }
     }
 
+    /// Whether every metric the task has is a number. A head-less task (sts, pairs) has no accuracy or macro-F1
+    /// (null) but metrics of its own (`other`); a classification task has accuracy and macro-F1.
     pub fn is_finite(&self) -> bool {
-        self.accuracy.is_finite() && self.macro_f1.is_finite() && self.loss.is_finite()
+        let scored = match self.other.is_empty() {
+            true => self.accuracy.is_finite() && self.macro_f1.is_finite(),
+            false => self.other.values().all(|v| v.is_finite()),
+        };
+        scored && self.loss.is_finite()
     }
 }
 
@@ -250,6 +256,15 @@ mod tests {
         }
     }
 
+    fn metrics(accuracy: f64, other: &[(&str, f64)]) -> FinalMetrics {
+        FinalMetrics {
+            accuracy,
+            macro_f1: accuracy,
+            loss: 0.5,
+            other: other.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        }
+    }
+
     #[test]
     fn a_probe_change_is_first_to_last_and_an_undefined_value_reads_back_as_nan() {
         let rows = [probe_row(0, 80.0), probe_row(1, 79.0), probe_row(2, f64::NAN)];
@@ -263,5 +278,14 @@ mod tests {
         assert!(text.contains("null"), "{text}");
         let back: ProbeChange = serde_json::from_str(&text).unwrap();
         assert!(back.after["spearman"].is_nan() && back.before["spearman"] == 80.0);
+    }
+
+    #[test]
+    fn a_head_less_task_is_finite_without_an_accuracy() {
+        // an sts task: no accuracy (null, read as NaN), its own metrics
+        assert!(metrics(f64::NAN, &[("spearman", 80.0), ("pearson", 79.0)]).is_finite());
+        assert!(!metrics(f64::NAN, &[("spearman", f64::NAN)]).is_finite());
+        // a classification task still needs its accuracy
+        assert!(metrics(0.9, &[]).is_finite() && !metrics(f64::NAN, &[]).is_finite());
     }
 }

@@ -12,7 +12,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 
 use crate::analysis::sts::{StsColumns, StsPairs};
-use crate::config::{DriftConfig, ExperimentConfig};
+use crate::config::{DriftConfig, ExperimentConfig, PairLoss, TaskConfig, TaskType};
+use crate::data::pairs::{PairData, ScoreColumn};
 use crate::data::{LabelledData, Table};
 use crate::model::checkpoint;
 use crate::model::freeze::{FreezePlan, Snapshot};
@@ -79,16 +80,25 @@ fn guard_result(rd: &RunDir, name: &str, start: Start) -> Result<()> {
     )
 }
 
+/// One task's train and eval files as read: labelled sentences, or pairs (sts, pairs).
+enum TaskFiles {
+    Labelled(LabelledData, LabelledData),
+    Pairs(PairData, PairData),
+}
+
 /// Reads every task's files (before anything is written, so bad data fails early).
-fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<(LabelledData, LabelledData)>> {
+fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<TaskFiles>> {
     cfg.tasks
         .iter()
-        .map(|t| {
-            let labels = t.label_map()?;
-            let train = LabelledData::read(&t.train, &t.text_column, &t.label_column, &labels, t.limit_train)
-                .with_context(|| format!("task `{}` train", t.name))?;
-            let eval = LabelledData::read(&t.eval, &t.text_column, &t.label_column, &labels, t.limit_eval)
-                .with_context(|| format!("task `{}` eval", t.name))?;
+        .enumerate()
+        .map(|(i, t)| {
+            let files = match t.kind {
+                TaskType::Classification => read_labelled(t)?,
+                TaskType::Sts | TaskType::Pairs => read_pairs(t).and_then(|f| {
+                    check_pairs(t, &f, cfg.train.batch_size).with_context(|| format!("tasks.{i}"))?;
+                    Ok(f)
+                })?,
+            };
             let same = |a: &std::path::Path, b: &std::path::Path| match (a.canonicalize(), b.canonicalize()) {
                 (Ok(a), Ok(b)) => a == b,
                 _ => false,
@@ -100,7 +110,7 @@ fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<(LabelledData, LabelledData)
                     t.train.display()
                 );
             }
-            Ok((train, eval))
+            Ok(files)
         })
         .collect()
 }
@@ -186,6 +196,78 @@ fn hooks<'a>(
     Ok(hooks)
 }
 
+fn read_labelled(t: &TaskConfig) -> Result<TaskFiles> {
+    let labels = t.label_map()?;
+    let (text, label) = (t.text_column(), t.label_column());
+    let train = LabelledData::read(&t.train, text, label, &labels, t.limit_train)
+        .with_context(|| format!("task `{}` train", t.name))?;
+    let eval = LabelledData::read(&t.eval, text, label, &labels, t.limit_eval)
+        .with_context(|| format!("task `{}` eval", t.name))?;
+    Ok(TaskFiles::Labelled(train, eval))
+}
+
+fn read_pairs(t: &TaskConfig) -> Result<TaskFiles> {
+    let columns = t.pair_columns();
+    let score = || {
+        let range = t.score_range?;
+        Some(ScoreColumn {
+            name: t.score_column.as_deref()?,
+            range,
+        })
+    };
+    let train = PairData::read(&t.train, &columns, score(), t.limit_train)
+        .with_context(|| format!("task `{}` train", t.name))?;
+    let eval =
+        PairData::read(&t.eval, &columns, score(), t.limit_eval).with_context(|| format!("task `{}` eval", t.name))?;
+    Ok(TaskFiles::Pairs(train, eval))
+}
+
+/// MNRL ranks each anchor's positive against the batch's other candidates: without a negative column every
+/// training batch needs two pairs (a batch size of 2 or more, and no last batch of one), and retrieval needs two
+/// eval pairs.
+fn check_pairs(t: &TaskConfig, files: &TaskFiles, batch_size: usize) -> Result<()> {
+    let TaskFiles::Pairs(train, eval) = files else {
+        return Ok(());
+    };
+    if t.kind != TaskType::Pairs {
+        return Ok(());
+    }
+    if eval.len() < 2 {
+        bail!(
+            "{}: a pairs task's eval file needs at least 2 pairs (each anchor retrieves its positive among the others), found {}",
+            t.eval.display(),
+            eval.len()
+        );
+    }
+    if t.negative_column.is_some() {
+        return Ok(());
+    }
+    let n = train.len();
+    if batch_size < 2 || n % batch_size == 1 {
+        bail!(
+            "{}: {n} pairs in batches of train.batch_size {batch_size} give a batch of one pair, which MNRL cannot train on (it needs in-batch negatives); use a train.batch_size of 2 or more that leaves no last batch of one, change limit_train, or add a negative_column",
+            t.train.display()
+        );
+    }
+    Ok(())
+}
+
+/// A head-less task trains the encoder only: where the freezing leaves nothing of it trainable, it is evaluated
+/// but trains nothing; say so.
+fn note_untrained(cfg: &ExperimentConfig, plan: &FreezePlan) {
+    if plan.encoder_trains() {
+        return;
+    }
+    for t in cfg.tasks.iter().filter(|t| !t.kind.has_head()) {
+        crate::say!(
+            "note: task `{}` ({}) has no head and freeze.scenario `{}` freezes the encoder: it trains nothing and is only evaluated",
+            t.name,
+            t.kind,
+            cfg.freeze.scenario
+        );
+    }
+}
+
 /// Model and freezing as the config says; shared by `run`, `inspect` and `predict`.
 pub fn build(cfg: &ExperimentConfig) -> Result<(MultiTaskModel, FreezePlan)> {
     tch::manual_seed(cfg.seed as i64);
@@ -266,6 +348,7 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
             "train.early_stopping: this freezing trains nothing, so there is no evaluation during training to stop on"
         );
     }
+    note_untrained(cfg, &plan);
     let device = model.sentence.device;
     let hw = amp::Hardware::probe(device);
     let fresh = amp::choose(cfg.train.precision, device, &hw)?;
@@ -329,7 +412,7 @@ fn train_and_commit(
     cfg: &ExperimentConfig,
     lock: &RunLock,
     (model, plan): (MultiTaskModel, FreezePlan),
-    (data, measures): (Vec<(LabelledData, LabelledData)>, Measures),
+    (data, measures): (Vec<TaskFiles>, Measures),
     saved: Option<Saved>,
     precision: PrecisionRecord,
     wall: Instant,
@@ -433,29 +516,63 @@ fn train_and_commit(
     })
 }
 
-fn tokenize(
-    cfg: &ExperimentConfig,
-    model: &MultiTaskModel,
-    data: Vec<(LabelledData, LabelledData)>,
-) -> Result<Vec<TaskData>> {
+fn tokenize(cfg: &ExperimentConfig, model: &MultiTaskModel, data: Vec<TaskFiles>) -> Result<Vec<TaskData>> {
     let tok = &model.sentence.tokenizer;
     cfg.tasks
         .iter()
         .zip(data)
-        .map(|(t, (train, eval))| {
-            Ok(TaskData {
+        .map(|(t, files)| {
+            let kind = task_kind(t)?;
+            let mut d = TaskData {
                 name: t.name.clone(),
-                kind: TaskKind::Classification {
-                    num_labels: t.num_labels()?,
-                },
+                kind,
                 loss_weight: t.loss_weight,
-                train_ids: tok.encode_all(&train.texts),
-                train_labels: train.labels,
-                eval_ids: tok.encode_all(&eval.texts),
-                eval_labels: eval.labels,
-            })
+                train_ids: Vec::new(),
+                train_labels: Vec::new(),
+                eval_ids: Vec::new(),
+                eval_labels: Vec::new(),
+                train_more: Vec::new(),
+                eval_more: Vec::new(),
+                train_scores: Vec::new(),
+                eval_scores: Vec::new(),
+            };
+            match files {
+                TaskFiles::Labelled(train, eval) => {
+                    (d.train_ids, d.train_labels) = (tok.encode_all(&train.texts), train.labels);
+                    (d.eval_ids, d.eval_labels) = (tok.encode_all(&eval.texts), eval.labels);
+                }
+                TaskFiles::Pairs(train, eval) => {
+                    let mut cols = train.columns.iter().map(|c| tok.encode_all(c));
+                    d.train_ids = cols.next().context("a pair task has sentence columns")?;
+                    d.train_more = cols.collect();
+                    let mut cols = eval.columns.iter().map(|c| tok.encode_all(c));
+                    d.eval_ids = cols.next().context("a pair task has sentence columns")?;
+                    d.eval_more = cols.collect();
+                    (d.train_scores, d.eval_scores) = (train.scores, eval.scores);
+                }
+            }
+            Ok(d)
         })
         .collect()
+}
+
+/// The task's kind as the config gives it (`resolve` filled in its loss).
+fn task_kind(t: &TaskConfig) -> Result<TaskKind> {
+    use crate::model::objective::PairLoss as Objective;
+    Ok(match t.kind {
+        TaskType::Classification => TaskKind::Classification {
+            num_labels: t.num_labels()?,
+        },
+        TaskType::Sts => TaskKind::Sts {
+            loss: match t.loss {
+                Some(PairLoss::CosineMse) => Objective::CosineMse,
+                _ => Objective::Cosent,
+            },
+        },
+        TaskType::Pairs => TaskKind::Pairs {
+            negatives: t.negative_column.is_some(),
+        },
+    })
 }
 
 /// The metrics.csv columns the tasks' kinds and the hooks add beyond the base ones (none for classification

@@ -99,9 +99,14 @@ impl BestTracker {
         let row = |t: &str| rows.iter().find(|r| r.task == t && r.split == Split::Eval);
         match &self.cfg.metric {
             StopMetric::MeanAccuracy => {
+                // over the tasks that have an accuracy: an sts or pairs task's row has none (config checks that
+                // some task has one)
                 let accs: Vec<f64> = tasks
                     .iter()
-                    .map(|t| row(t).and_then(|r| r.accuracy).unwrap_or(f64::NAN))
+                    .filter_map(|t| match row(t) {
+                        Some(r) if r.accuracy.is_none() && !r.extra.is_empty() => None,
+                        r => Some(r.and_then(|r| r.accuracy).unwrap_or(f64::NAN)),
+                    })
                     .collect();
                 accs.iter().sum::<f64>() / accs.len() as f64
             }

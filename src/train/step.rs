@@ -160,9 +160,16 @@ impl Trainer<'_> {
     fn part_loss(&self, plan: &EpochPlan, pos: usize, k: usize) -> Result<(PartOut, Tensor)> {
         let part = &plan.steps[pos].parts[k];
         let (task, index) = (part.task, plan.index(pos, k));
-        let head = self.model.head(task);
+        let t = &self.tasks[task];
+        if !t.kind.has_head() {
+            return self.embedding_part_loss(task, &part.idx, &index);
+        }
+        let head = self
+            .model
+            .head_of(&t.name)
+            .context("a classification task has a head")?;
         let head_trains = self.plan.head_trains(&head.task)?;
-        let kind = self.tasks[task].kind;
+        let kind = t.kind;
         let (logits, loss) = amp::autocast(self.model.sentence.device, self.precision, || -> Result<_> {
             let features = self.features(task, Part::Train, &part.idx, Some(&index), true)?;
             let logits = head.forward_t(&features, head_trains);
@@ -174,7 +181,28 @@ impl Trainer<'_> {
             task,
             loss: loss.detach(),
             preds: kind.predict(&logits),
-            gold: part.idx.iter().map(|&i| self.tasks[task].train_labels[i]).collect(),
+            gold: part.idx.iter().map(|&i| t.train_labels[i]).collect(),
+        };
+        Ok((out, loss))
+    }
+
+    /// A head-less task's part: the kind's loss on the pooled embeddings of every sentence column of the batch
+    /// (encoded in one forward pass). Its predictions are placeholders (zeros): its train rows carry the loss
+    /// only, and the epoch statistics count examples by them.
+    fn embedding_part_loss(&self, task: usize, idx: &[usize], index: &Tensor) -> Result<(PartOut, Tensor)> {
+        let kind = self.tasks[task].kind;
+        let device = self.model.sentence.device;
+        let loss = amp::autocast(device, self.precision, || -> Result<_> {
+            let columns = self.pair_features(task, Part::Train, idx, Some(index), true)?;
+            let scores = &self.train_scores[task];
+            let gold = (scores.numel() > 0).then(|| scores.index_select(0, index));
+            kind.embedding_loss(&columns, gold.as_ref())
+        })??;
+        let out = PartOut {
+            task,
+            loss: loss.detach(),
+            preds: Tensor::zeros([idx.len() as i64], (tch::Kind::Int64, device)),
+            gold: vec![0; idx.len()],
         };
         Ok((out, loss))
     }

@@ -41,10 +41,10 @@ use crate::train::weighted::LossWeighting;
 use crate::util::interrupt;
 use crate::util::progress::progress_bar;
 
-/// Pooled sentence vectors computed once, for when no encoder weight trains.
+/// Pooled sentence vectors computed once, for when no encoder weight trains: one tensor per sentence column.
 struct CachedFeatures {
-    train: Tensor,
-    eval: Tensor,
+    train: Vec<Tensor>,
+    eval: Vec<Tensor>,
 }
 
 /// What `Trainer::fit` did, for the run summary.
@@ -109,6 +109,8 @@ pub(crate) struct Trainer<'a> {
     pub(crate) precision: Precision,
     /// every task's train labels on the device
     pub(crate) train_labels: Vec<Tensor>,
+    /// every task's train gold scores on the device (float32; empty but for sts tasks)
+    pub(crate) train_scores: Vec<Tensor>,
     pub(crate) pending: Pending,
     pub(crate) scaler: Option<GradScaler>,
     pub(crate) hooks: Vec<Box<dyn EvalHook + 'a>>,
@@ -147,6 +149,15 @@ impl<'a> Trainer<'a> {
                 .tasks
                 .iter()
                 .map(|t| Tensor::from_slice(&t.train_labels).to_device(device))
+                .collect(),
+            train_scores: s
+                .tasks
+                .iter()
+                .map(|t| {
+                    Tensor::from_slice(&t.train_scores)
+                        .to_kind(tch::Kind::Float)
+                        .to_device(device)
+                })
                 .collect(),
             pending: Pending::default(),
             scaler: None,
@@ -216,15 +227,25 @@ impl<'a> Trainer<'a> {
         let bs = self.cfg.eval_batch_size;
         let mut cache = Vec::new();
         for t in self.tasks {
-            let t0 = Instant::now();
-            let train = amp::autocast(s.device, self.precision, || s.encode_ids(&t.train_ids, bs, true))??;
-            self.train_s += t0.elapsed().as_secs_f64();
-            let eval = amp::autocast(s.device, self.precision, || s.encode_ids(&t.eval_ids, bs, true))??;
-            let (train, eval) = (train.to_device(s.device), eval.to_device(s.device));
+            let (mut train, mut eval) = (Vec::new(), Vec::new());
+            for col in 0..t.kind.columns() {
+                let t0 = Instant::now();
+                let seqs = t.column(Part::Train, col);
+                let tr = amp::autocast(s.device, self.precision, || s.encode_ids(seqs, bs, true))??;
+                self.train_s += t0.elapsed().as_secs_f64();
+                let seqs = t.column(Part::Eval, col);
+                let ev = amp::autocast(s.device, self.precision, || s.encode_ids(seqs, bs, true))??;
+                train.push(tr.to_device(s.device));
+                eval.push(ev.to_device(s.device));
+            }
             cache.push(CachedFeatures { train, eval });
         }
         self.cache = Some(cache);
         Ok(())
+    }
+
+    pub(crate) fn has_cache(&self) -> bool {
+        self.cache.is_some()
     }
 
     /// Sentence vectors for examples `idx` of one split of one task (`index`: the same on the device, when the
@@ -237,28 +258,68 @@ impl<'a> Trainer<'a> {
         index: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
-        let s = &self.model.sentence;
-        if let Some(cache) = &self.cache {
-            let all = match split {
-                Part::Train => &cache[task].train,
-                Part::Eval => &cache[task].eval,
-            };
-            return Ok(match index {
-                Some(index) => all.index_select(0, index),
-                None => all.index_select(0, &upload(index_tensor(idx), s.device)),
-            });
+        if let Some(cached) = self.cached(task, split, 0, idx, index) {
+            return Ok(cached);
         }
         let seqs = match split {
             Part::Train => &self.tasks[task].train_ids,
             Part::Eval => &self.tasks[task].eval_ids,
         };
-        let batch = s.tokenizer.batch_of(seqs, idx, s.device);
+        let batch = self
+            .model
+            .sentence
+            .tokenizer
+            .batch_of(seqs, idx, self.model.sentence.device);
+        self.forward(&batch, train)
+    }
+
+    /// Column `col`'s cached sentence vectors of examples `idx`, when the features are cached.
+    fn cached(&self, task: usize, split: Part, col: usize, idx: &[usize], index: Option<&Tensor>) -> Option<Tensor> {
+        let cache = self.cache.as_ref()?;
+        let all = match split {
+            Part::Train => &cache[task].train[col],
+            Part::Eval => &cache[task].eval[col],
+        };
+        Some(match index {
+            Some(index) => all.index_select(0, index),
+            None => all.index_select(0, &upload(index_tensor(idx), self.model.sentence.device)),
+        })
+    }
+
+    /// The encoder on one padded batch: in train mode with a graph when it trains and `train` asks for it.
+    fn forward(&self, batch: &crate::encoder::tokenizer::Batch, train: bool) -> Result<Tensor> {
+        let s = &self.model.sentence;
         if train && self.plan.encoder_trains() {
-            s.forward_t(&batch, true)
+            s.forward_t(batch, true)
         } else {
             // a frozen encoder runs without dropout and without building a graph
-            tch::no_grad(|| s.forward_t(&batch, false))
+            tch::no_grad(|| s.forward_t(batch, false))
         }
+    }
+
+    /// Every sentence column's vectors (`[idx.len(), dim]` each) for examples `idx` of a pair task's split: the
+    /// columns' sentences are encoded together, in one forward pass (or read from the cache).
+    pub(crate) fn pair_features(
+        &self,
+        task: usize,
+        split: Part,
+        idx: &[usize],
+        index: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Vec<Tensor>> {
+        let t = &self.tasks[task];
+        let cols = t.kind.columns();
+        if self.cache.is_some() {
+            return Ok((0..cols)
+                .filter_map(|c| self.cached(task, split, c, idx, index))
+                .collect());
+        }
+        let refs: Vec<&[i64]> = (0..cols)
+            .flat_map(|c| idx.iter().map(move |&i| t.column(split, c)[i].as_slice()))
+            .collect();
+        let batch = self.model.sentence.tokenizer.batch(&refs, self.model.sentence.device);
+        let all = self.forward(&batch, train)?;
+        Ok(all.chunk(cols as i64, 0))
     }
 
     pub(crate) fn labels(&self, task: usize, split: Part, idx: &[usize]) -> Tensor {
@@ -269,21 +330,14 @@ impl<'a> Trainer<'a> {
         Tensor::from_slice(&idx.iter().map(|&i| all[i]).collect::<Vec<_>>()).to_device(self.model.sentence.device)
     }
 
-    pub(crate) fn row(
-        &self,
-        epoch: usize,
-        task: usize,
-        split: Split,
-        loss: f64,
-        preds: &[i64],
-        gold: &[i64],
-    ) -> MetricRow {
+    /// A metrics.csv row of task `task` on `split`, with its mean `loss` and `metrics`.
+    pub(crate) fn row(&self, epoch: usize, task: usize, split: Split, loss: f64, metrics: TaskMetrics) -> MetricRow {
         let t = &self.tasks[task];
         let TaskMetrics {
             accuracy,
             macro_f1,
             extra,
-        } = t.kind.metrics(preds, gold);
+        } = metrics;
         MetricRow {
             run: self.run.clone(),
             scenario: self.scenario.clone(),
@@ -292,8 +346,8 @@ impl<'a> Trainer<'a> {
             task: t.name.clone(),
             split,
             loss: Some(loss),
-            accuracy: Some(accuracy),
-            macro_f1: Some(macro_f1),
+            accuracy,
+            macro_f1,
             examples_seen: self.examples_seen,
             elapsed_s: self.elapsed(),
             extra,
@@ -309,8 +363,9 @@ impl<'a> Trainer<'a> {
         self.tasks
             .iter()
             .map(|t| {
-                Ok(!self.plan.task_ignored(&t.name)
-                    && (self.plan.encoder_trains() || self.plan.head_trains(&t.name)?))
+                // a head-less task trains only the encoder
+                let head = t.kind.has_head() && self.plan.head_trains(&t.name)?;
+                Ok(!self.plan.task_ignored(&t.name) && (self.plan.encoder_trains() || head))
             })
             .collect()
     }
@@ -384,7 +439,8 @@ impl<'a> Trainer<'a> {
         for (ti, st) in stats.iter().enumerate() {
             if !st.gold.is_empty() {
                 let loss = st.loss_sum / st.gold.len() as f64;
-                sink.write(&self.row(epoch, ti, Split::Train, loss, &st.preds, &st.gold))?;
+                let metrics = self.tasks[ti].kind.metrics(&st.preds, &st.gold);
+                sink.write(&self.row(epoch, ti, Split::Train, loss, metrics))?;
             }
         }
         let rows = self.evaluate(epoch, true, sink)?;

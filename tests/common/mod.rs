@@ -153,12 +153,12 @@ pub fn wait_until(what: &str, timeout_s: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// metrics.csv without the run name and elapsed_s (wherever extra metric columns put it): what must be equal
-/// between two runs of one seed.
+/// metrics.csv without the run name and elapsed_s: what must be equal between two runs of one seed. Extra metric
+/// columns (format 2) come after elapsed_s and are kept.
 pub fn metrics(dir: &Path) -> Vec<Vec<String>> {
     let mut r = csv::Reader::from_path(dir.join("metrics.csv")).unwrap();
-    let h = r.headers().unwrap().clone();
-    let keep: Vec<bool> = h.iter().map(|c| c != "run" && c != "elapsed_s").collect();
+    let header: Vec<String> = r.headers().unwrap().iter().map(str::to_string).collect();
+    let keep: Vec<bool> = header.iter().map(|h| h != "run" && h != "elapsed_s").collect();
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
@@ -212,4 +212,39 @@ fn tiny_folder_with(root: &Path, name: &str, config: &str) -> PathBuf {
         .save(dir.join("model.safetensors"))
         .unwrap();
     dir
+}
+
+/// Runs `harness run CONFIG ARGS` as a child process (stderr piped), `--resume` when `resume`.
+pub fn spawn_run(cfg: &Path, args: &[String], resume: bool) -> std::process::Child {
+    let mut a: Vec<String> = vec!["--threads".into(), "1".into(), "run".into(), cfg.display().to_string()];
+    a.extend(args.iter().cloned());
+    if resume {
+        a.push("--resume".into());
+    }
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(a)
+        .current_dir(root())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The run `name` of `cfg` (its `output_dir` is `out`) killed with SIGKILL once it has checkpointed step
+/// `kill_at` or later (`train.checkpoint_every_steps` must allow that), then resumed to the end; `args` are
+/// added to both command lines. Returns the step it was killed after; the result is in `out/<name>`.
+pub fn killed_then_resumed(cfg: &Path, out: &Path, name: &str, args: &[String], kill_at: usize) -> Option<usize> {
+    let mut a = vec!["--set".to_string(), format!("name={name}")];
+    a.extend(args.iter().cloned());
+    let partial = out.join(format!("{name}.partial"));
+    let mut child = spawn_run(cfg, &a, false);
+    wait_until(&format!("checkpoint of step {kill_at}"), 300, || {
+        checkpointed_step(&partial).is_some_and(|s| s >= kill_at)
+    });
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+    let killed = checkpointed_step(&partial);
+    let done = spawn_run(cfg, &a, true).wait_with_output().unwrap();
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    killed
 }
