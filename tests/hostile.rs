@@ -28,7 +28,11 @@ const EDITED: &str = "distilbert.transformer.layer.0.ffn.lin1.weight";
 
 /// A heads-only config on the random tiny encoder (`shared_tiny_model`), for tests of the run's bookkeeping.
 fn write_config(dir: &Path, name: &str) -> PathBuf {
-    write_config_with(dir, name, config_text_on(shared_tiny_model(), dir, "  scenario: backbone", ""))
+    write_config_with(
+        dir,
+        name,
+        config_text_on(shared_tiny_model(), dir, "  scenario: backbone", ""),
+    )
 }
 
 /// The same on all-MiniLM-L6-v2, for a test that needs a run that takes seconds.
