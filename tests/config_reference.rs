@@ -55,8 +55,20 @@ fn code_keys() -> BTreeMap<String, Value> {
     );
     // keys the serializer leaves out when unset
     out.insert("base_name".into(), Value::Null);
+    out.insert("probes".into(), Value::Sequence(Vec::new()));
+    out.insert("analysis.drift".into(), Value::Null);
+    let measured = load(&format!("{MIN}{MEASURED}")).unwrap();
+    let mut m = BTreeMap::new();
+    flatten(&serde_yaml::to_value(&measured).unwrap(), "", &mut m);
+    out.extend(
+        m.into_iter()
+            .filter(|(k, _)| k.starts_with("probes[].") || k.starts_with("analysis.drift.")),
+    );
     out
 }
+
+/// A probe and drift with only their required keys.
+const MEASURED: &str = "probes:\n  - name: p\n    data: p.tsv\nanalysis:\n  drift:\n    data: d.tsv\n";
 
 /// (key, default cell) of every row of the reference's tables.
 fn doc_rows() -> Vec<(String, String)> {
@@ -72,6 +84,28 @@ fn doc_rows() -> Vec<(String, String)> {
 
 /// Keys of MIN: whether the code requires each (the config without it fails for a missing field).
 fn required(key: &str) -> bool {
+    let measured = match key {
+        "probes[].name" => Some("  - name: p\n"),
+        "probes[].data" => Some("    data: p.tsv\n"),
+        "analysis.drift.data" => Some("    data: d.tsv\n"),
+        _ => None,
+    };
+    if let Some(line) = measured {
+        let text = format!(
+            "{MIN}{}",
+            // what is left of the section stays a mapping, so the key is missing rather than the section null
+            MEASURED.replacen(
+                line,
+                match key {
+                    "probes[].name" => "  - \n",
+                    "analysis.drift.data" => "    column: c\n",
+                    _ => "",
+                },
+                1
+            )
+        );
+        return load(&text).is_err_and(|e| format!("{e:#}").contains("missing field"));
+    }
     let line = match key {
         "name" => "name: t\n",
         "tasks" => return load("name: t\n").is_err_and(|e| format!("{e:#}").contains("missing field `tasks`")),
@@ -108,6 +142,9 @@ fn every_key_and_default_is_in_the_reference() {
         "tasks[].train",
         "tasks[].eval",
         "tasks[].num_labels",
+        "probes[].name",
+        "probes[].data",
+        "analysis.drift.data",
     ];
     for (key, cell) in &docs {
         if given.contains(&key.as_str()) {

@@ -11,6 +11,8 @@ use serde::Serialize;
 
 use crate::analysis::conflict::conflict_curves;
 use crate::analysis::plot::{plot_curves, plot_on, Axes, CurvePoint, RunCurve, TaskCurve};
+use crate::analysis::retention::{drift_curves, retention_rows, GroupRuns, RetentionRow};
+pub(crate) use crate::analysis::stat::Stat;
 use crate::runtime::amp::Precision;
 
 use crate::record::{read_metrics, FinalMetrics, MetricRow, Split, Summary, CONFIG_FILE, METRICS_FILE, SUMMARY_FILE};
@@ -139,35 +141,6 @@ pub(crate) fn group_name(run: &str) -> &str {
         .unwrap_or(run)
 }
 
-/// Mean and sample standard deviation (`None` for a single value).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub(crate) struct Stat {
-    pub mean: f64,
-    pub std: Option<f64>,
-    pub n: usize,
-}
-
-impl Stat {
-    /// `None` when no value is present; NaN values are skipped.
-    pub(crate) fn of(values: impl IntoIterator<Item = f64>) -> Option<Stat> {
-        let v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
-        let n = v.len();
-        if n == 0 {
-            return None;
-        }
-        let mean = v.iter().sum::<f64>() / n as f64;
-        let std = (n > 1).then(|| (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
-        Some(Stat { mean, std, n })
-    }
-
-    fn fmt(&self, decimals: usize) -> String {
-        match self.std {
-            Some(s) => format!("{:.*} ± {:.*}", decimals, self.mean, decimals, s),
-            None => format!("{:.*}", decimals, self.mean),
-        }
-    }
-}
-
 /// One table row: a run group (runs differing only in seed) and one task.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TableRow {
@@ -241,6 +214,11 @@ pub(crate) struct Comparison {
     pub conflict: Vec<RunCurve>,
     #[serde(skip)]
     conflict_axes: Option<Axes>,
+    /// each group's probes before and after training (`probes`), beside its mean accuracy
+    pub retention: Vec<RetentionRow>,
+    /// CKA per layer at the end of training, for the groups that measured drift (drift.csv)
+    #[serde(skip)]
+    drift: Option<(Vec<RunCurve>, Axes)>,
     pub n_runs: usize,
     pub n_groups: usize,
     /// Runs that did not finish or whose frozen parameters changed.
@@ -414,7 +392,17 @@ pub(crate) fn analyse(dirs: &[PathBuf]) -> Result<Comparison> {
         .map(|(c, g)| (c.label.clone(), g.runs.iter().map(|r| r.dir.as_path()).collect()))
         .collect();
     let (conflict, axes) = conflict_curves(&labelled)?;
+    let drift = drift_curves(&labelled)?;
+    let by_group: Vec<GroupRuns> = groups
+        .iter()
+        .map(|g| {
+            let runs = g.runs.iter().map(|r| (&r.summary, r.dir.as_path())).collect();
+            (g.scenario.clone(), g.name.clone(), runs)
+        })
+        .collect();
     Ok(Comparison {
+        retention: retention_rows(&by_group),
+        drift,
         rows,
         runs: runs.iter().map(RunBrief::of).collect(),
         conflict_axes: (!conflict.is_empty()).then_some(axes),
@@ -514,6 +502,13 @@ impl Comparison {
                 self.outputs.push(path);
             }
         }
+        if let Some((curves, axes)) = &self.drift {
+            for ext in ["png", "svg"] {
+                let path = out_dir.join(format!("drift.{ext}"));
+                plot_on(curves, &path, axes)?;
+                self.outputs.push(path);
+            }
+        }
         Ok(())
     }
 
@@ -581,7 +576,39 @@ impl Comparison {
         for w in &self.warnings {
             let _ = write!(md, "\n**Warning:** {w}\n");
         }
-        md + "\n![eval accuracy per epoch](comparison.png)\n"
+        md += "\n![eval accuracy per epoch](comparison.png)\n";
+        if !self.retention.is_empty() {
+            md += &format!("\n## Retention\n\n{}", self.retention_markdown());
+        }
+        if self.drift.is_some() {
+            md += "\n![CKA to the pretrained encoder per layer](drift.png)\n";
+        }
+        md
+    }
+
+    /// The retention table: each group's probes (Spearman x100) before and after training and the change,
+    /// beside its mean eval accuracy.
+    pub(crate) fn retention_markdown(&self) -> String {
+        let esc = |s: &str| s.replace('|', "\\|");
+        let mut md = String::from(
+            "| scenario | run | seeds | mean eval accuracy | probe | Spearman before | Spearman after | change |\n\
+             |---|---|---:|---:|---|---:|---:|---:|\n",
+        );
+        for r in &self.retention {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                esc(&r.scenario),
+                esc(&r.group),
+                r.seeds,
+                cell(r.mean_accuracy, 4),
+                esc(&r.probe),
+                cell(r.before, 2),
+                cell(r.after, 2),
+                cell(r.change, 2),
+            );
+        }
+        md + "\nSpearman x100 of the probe's cosine similarities (as sentence-transformers' EmbeddingSimilarityEvaluator); before: at epoch 0; after: at the last evaluation; mean ± sample std over seeds.\n"
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::analysis::plot::{Axes, CurvePoint, RunCurve, TaskCurve};
+use crate::analysis::plot::{Axes, RunCurve};
 use crate::record::{read_conflicts, CONFLICT_FILE};
 
 /// Where a parameter group goes on the x axis: embeddings first, then layers in order (`encoder`, the
@@ -51,21 +51,8 @@ pub(crate) fn conflict_curves(groups: &[(String, Vec<&Path>)]) -> Result<(Vec<Ru
         if by_point.is_empty() {
             continue;
         }
-        let mut tasks: BTreeMap<String, Vec<CurvePoint>> = BTreeMap::new();
-        for ((pair, x), vs) in by_point {
-            layers = layers.max(x);
-            let mean = vs.iter().sum::<f64>() / vs.len() as f64;
-            let var = vs.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (vs.len().max(2) - 1) as f64;
-            let std = if vs.len() > 1 { var.sqrt() } else { 0.0 };
-            tasks.entry(pair).or_default().push(CurvePoint { epoch: x, mean, std });
-        }
-        curves.push(RunCurve {
-            label: label.clone(),
-            tasks: tasks
-                .into_iter()
-                .map(|(task, points)| TaskCurve { task, points })
-                .collect(),
-        });
+        layers = layers.max(by_point.keys().map(|k| k.1).max().unwrap_or(0));
+        curves.push(RunCurve::from_points(label, by_point));
     }
     let x_names = std::iter::once("emb".to_string())
         .chain((0..layers).map(|i| format!("L{i}")))

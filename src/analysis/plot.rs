@@ -4,6 +4,7 @@
 //! into the binary (plotters' `ab_glyph` feature lays it out, resvg draws it), so neither building nor
 //! running needs fontconfig or system fonts.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -12,6 +13,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontDesc};
+
+use crate::analysis::stat::Stat;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct CurvePoint {
@@ -33,6 +36,29 @@ pub(crate) struct RunCurve {
     /// Legend text.
     pub label: String,
     pub tasks: Vec<TaskCurve>,
+}
+
+impl RunCurve {
+    /// One line per panel from values by (panel, x position), merged as mean ± sample std (0 for one value).
+    pub(crate) fn from_points(label: &str, by_point: BTreeMap<(String, u32), Vec<f64>>) -> RunCurve {
+        let mut tasks: BTreeMap<String, Vec<CurvePoint>> = BTreeMap::new();
+        for ((panel, x), vs) in by_point {
+            if let Some(s) = Stat::of(vs) {
+                tasks.entry(panel).or_default().push(CurvePoint {
+                    epoch: x,
+                    mean: s.mean,
+                    std: s.std.unwrap_or(0.0),
+                });
+            }
+        }
+        RunCurve {
+            label: label.to_string(),
+            tasks: tasks
+                .into_iter()
+                .map(|(task, points)| TaskCurve { task, points })
+                .collect(),
+        }
+    }
 }
 
 const PANEL: (u32, u32) = (560, 440);

@@ -11,6 +11,7 @@ mod lora;
 mod mtl;
 mod overrides;
 mod plain;
+mod probe;
 mod stopping;
 mod task;
 mod train;
@@ -19,6 +20,7 @@ pub use encoder::EncoderConfig;
 pub use freeze::{FreezeConfig, FrozenTaskLoss, GradualConfig, Scenario};
 pub use lora::LoraConfig;
 pub use mtl::{MtlConfig, StepMode, AGGREGATORS, WEIGHTINGS};
+pub use probe::{AnalysisConfig, DriftConfig, DriftEvery, ProbeConfig, ProbeType};
 pub use stopping::{EarlyStopping, StopMetric};
 pub use task::{HeadConfig, LabelFormat, LinearConfig, MlpConfig, TaskConfig};
 pub use train::{Sampling, TrainConfig};
@@ -52,6 +54,15 @@ pub struct ExperimentConfig {
     pub freeze: FreezeConfig,
     #[serde(default)]
     pub train: TrainConfig,
+    /// measured before training and at every evaluation point, never trained on
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeConfig>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub analysis: AnalysisConfig,
+}
+
+fn is_default<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
 }
 
 fn default_seed() -> u64 {
@@ -172,6 +183,7 @@ impl ExperimentConfig {
             }
             t.validate().with_context(|| format!("tasks.{i}"))?;
         }
+        self.check_probes()?;
         if let Scenario::Head(task) = &self.freeze.scenario {
             if !self.tasks.iter().any(|t| &t.name == task) {
                 let names: Vec<_> = self.tasks.iter().map(|t| t.name.as_str()).collect();
@@ -205,6 +217,25 @@ impl ExperimentConfig {
         }
         self.check_stopping()?;
         self.check_joint()
+    }
+
+    /// Probe names are unique and no task's; their files (and drift's) have no `~`.
+    fn check_probes(&self) -> Result<()> {
+        for (i, p) in self.probes.iter().enumerate() {
+            no_tilde(&p.data, &format!("probes.{i}.data"))?;
+            if self.tasks.iter().any(|t| t.name == p.name) || self.probes[..i].iter().any(|q| q.name == p.name) {
+                bail!(
+                    "probes.{i}.name: `{}` is already a task's or another probe's name (their rows share metrics.csv's task column)",
+                    p.name
+                );
+            }
+            p.validate().with_context(|| format!("probes.{i}"))?;
+        }
+        if let Some(d) = &self.analysis.drift {
+            no_tilde(&d.data, "analysis.drift.data")?;
+            d.validate()?;
+        }
+        Ok(())
     }
 
     /// Early stopping names a metric of a task that exists; `keep_best` needs its metric, and both need

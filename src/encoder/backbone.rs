@@ -47,7 +47,7 @@ impl Encoder {
                 folder.weights.display()
             );
         }
-        let mut enc = Self::build_with(folder, Device::Cpu, !pooler_absent)?;
+        let mut enc = Self::build_with(folder, Device::Cpu, !pooler_absent, false)?;
         copy_strict(&mut enc.vs, tensors, &folder.weights, folder.arch)?;
         enc.vs.set_device(device); // in place: the modules hold the moved tensors
         Ok(enc)
@@ -55,16 +55,45 @@ impl Encoder {
 
     /// The architecture with freshly initialised weights (tests and shape checks).
     pub fn build(folder: &ModelFolder, device: Device) -> Result<Self> {
-        Self::build_with(folder, device, true)
+        Self::build_with(folder, device, true, false)
     }
 
-    fn build_with(folder: &ModelFolder, device: Device, with_pooler: bool) -> Result<Self> {
+    /// This encoder's architecture (from `folder`, the one it was loaded from) built to return every layer's
+    /// output (`layer_states`), with its weights copied from `self`; `copy_weights_from` refreshes them. For
+    /// reading representations layer by layer without making every forward pass keep them.
+    pub fn layered_twin(&self, folder: &ModelFolder) -> Result<Self> {
+        let mut twin = Self::build_with(folder, self.vs.device(), !self.pooler_absent, true)?;
+        twin.copy_weights_from(self)?;
+        Ok(twin)
+    }
+
+    /// Copies every variable of `other`, an encoder of the same architecture, into this one.
+    pub fn copy_weights_from(&mut self, other: &Encoder) -> Result<()> {
+        self.vs
+            .copy(&other.vs)
+            .map_err(|e| anyhow::anyhow!("cannot copy the encoder's weights: {e}"))
+    }
+
+    /// Every layer's output, [batch, seq, hidden] each, first layer first (a twin from `layered_twin` only).
+    pub fn layer_states(&self, ids: &Tensor, mask: &Tensor) -> Result<Vec<Tensor>> {
+        let states = match &self.backbone {
+            Backbone::Bert(m) => {
+                m.forward_t(Some(ids), Some(mask), None, None, None, None, None, false)?
+                    .all_hidden_states
+            }
+            Backbone::DistilBert(m) => m.forward_t(Some(ids), Some(mask), None, false)?.all_hidden_states,
+        };
+        states.context("the encoder was not built to return every layer's output")
+    }
+
+    fn build_with(folder: &ModelFolder, device: Device, with_pooler: bool, all_states: bool) -> Result<Self> {
         let cfg_text = crate::util::fsx::read_text(&folder.config_path)?;
         let vs = nn::VarStore::new(device);
         let cfg_err = |e: serde_json::Error| anyhow::anyhow!("{}: {e}", folder.config_path.display());
         let (backbone, hidden_size, num_layers) = match folder.arch {
             Architecture::Bert => {
-                let cfg: BertConfig = serde_json::from_str(&cfg_text).map_err(cfg_err)?;
+                let mut cfg: BertConfig = serde_json::from_str(&cfg_text).map_err(cfg_err)?;
+                cfg.output_hidden_states = Some(all_states);
                 (
                     Backbone::Bert(BertModel::new_with_optional_pooler(vs.root(), &cfg, with_pooler)),
                     cfg.hidden_size,
@@ -78,7 +107,8 @@ impl Encoder {
                 if let (Some(m), Some(g)) = (merged.as_object_mut(), given.as_object()) {
                     m.extend(g.iter().map(|(k, v)| (k.clone(), v.clone())));
                 }
-                let cfg: DistilBertConfig = serde_json::from_value(merged).map_err(cfg_err)?;
+                let mut cfg: DistilBertConfig = serde_json::from_value(merged).map_err(cfg_err)?;
+                cfg.output_hidden_states = Some(all_states);
                 (
                     Backbone::DistilBert(DistilBertModel::new(vs.root(), &cfg)),
                     cfg.dim,

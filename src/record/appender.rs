@@ -1,5 +1,5 @@
 //! A CSV file that grows a row at a time, each row flushed as it is written so an interrupted run keeps what it
-//! measured: the one writer under `metrics.csv` and `conflict.csv`. Every failure names the file and says what
+//! measured: the one writer under `metrics.csv`, `conflict.csv` and `drift.csv`. Every failure names the file and says what
 //! the system said (`/x/metrics.csv: cannot write: No space left on device (os error 28)`).
 
 use std::fs::File;

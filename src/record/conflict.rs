@@ -8,10 +8,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::record::appender::Appender;
+use crate::record::row_log::{read_rows, CsvRow, RowLog};
 
 pub const CONFLICT_FILE: &str = "conflict.csv";
 
@@ -28,57 +28,18 @@ pub struct ConflictRow {
     pub norm_ratio: Option<f64>,
 }
 
+impl CsvRow for ConflictRow {
+    const HEADER: &'static [&'static str] = &["step", "epoch", "group", "task_a", "task_b", "cosine", "norm_ratio"];
+    const WHAT: &'static str = "a conflict row";
+}
+
 /// Reads a conflict.csv (the file and the row named on error).
 pub fn read_conflicts(path: &Path) -> Result<Vec<ConflictRow>> {
-    let mut r = csv::Reader::from_path(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    r.deserialize()
-        .enumerate()
-        .map(|(i, row)| row.with_context(|| format!("{}: line {}: not a conflict row", path.display(), i + 2)))
-        .collect()
+    read_rows(path)
 }
 
 /// Appends rows to conflict.csv, each flushed.
-pub(crate) struct ConflictWriter {
-    w: Appender,
-}
-
-impl ConflictWriter {
-    pub(crate) fn create(path: &Path) -> Result<Self> {
-        let header = ["step", "epoch", "group", "task_a", "task_b", "cosine", "norm_ratio"];
-        Ok(ConflictWriter {
-            w: Appender::create(path, header)?,
-        })
-    }
-
-    /// An existing file cut back to its first `keep` rows (a resumed run writes the rest again).
-    pub(crate) fn truncate_to(path: &Path, keep: usize) -> Result<Self> {
-        let rows = if path.exists() {
-            read_conflicts(path)?
-        } else {
-            Vec::new()
-        };
-        if rows.len() < keep {
-            bail!(
-                "{}: has {} rows but the checkpoint counted {keep}",
-                path.display(),
-                rows.len()
-            );
-        }
-        let mut w = Self::create(path)?;
-        for r in rows.iter().take(keep) {
-            w.write(r)?;
-        }
-        Ok(w)
-    }
-
-    pub(crate) fn write(&mut self, row: &ConflictRow) -> Result<()> {
-        self.w.serialize(row)
-    }
-
-    pub(crate) fn written(&self) -> usize {
-        self.w.written()
-    }
-}
+pub(crate) type ConflictWriter = RowLog<ConflictRow>;
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! The records a run writes, one definition each, written and read by serde: `metrics.csv` rows
-//! (`MetricRow`), `summary.json` (`Summary`), `conflict.csv` rows (`ConflictRow`), and the names of the files in a run folder. Both files carry
+//! (`MetricRow`), `summary.json` (`Summary`), `conflict.csv` rows (`ConflictRow`), `drift.csv` rows (`DriftRow`), and the names of the files in a run folder. Both files carry
 //! the run folder's format version (`FORMAT`): summary.json as `format`, metrics.csv through its header (format
 //! 1: the eleven base columns; format 2 may append one column per extra metric). Readers take both formats.
 //!
@@ -8,11 +8,15 @@
 
 mod appender;
 mod conflict;
+mod drift;
 mod metrics;
+mod row_log;
 mod summary;
 
 pub(crate) use conflict::ConflictWriter;
 pub use conflict::{read_conflicts, ConflictRow, CONFLICT_FILE};
+pub(crate) use drift::DriftWriter;
+pub use drift::{read_drift, DriftRow, DRIFT_FILE};
 pub(crate) use metrics::*;
 pub use summary::*;
 

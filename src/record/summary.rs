@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::record::metrics::MetricRow;
+use crate::record::metrics::{MetricRow, Split};
 use crate::runtime::amp::Precision;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,6 +130,40 @@ pub struct Summary {
     /// training ended before its last planned step because the metric stopped improving
     #[serde(default)]
     pub stopped_early: bool,
+    /// each probe (`probes`) before training, at the end, and the change, by probe name
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub probes: BTreeMap<String, ProbeChange>,
+}
+
+/// A probe's metrics (e.g. `spearman`, `pearson`) before training and at the last evaluation, and the change
+/// (after - before).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProbeChange {
+    pub before: BTreeMap<String, f64>,
+    pub after: BTreeMap<String, f64>,
+    pub change: BTreeMap<String, f64>,
+}
+
+impl ProbeChange {
+    /// Every probe's first and last row in `rows` (metrics.csv's, in order).
+    pub(crate) fn of_rows(rows: &[MetricRow]) -> BTreeMap<String, ProbeChange> {
+        let mut out: BTreeMap<String, ProbeChange> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.split == Split::Probe) {
+            let p = out.entry(r.task.clone()).or_insert_with(|| ProbeChange {
+                before: r.extra.clone(),
+                ..ProbeChange::default()
+            });
+            p.after = r.extra.clone();
+        }
+        for p in out.values_mut() {
+            p.change = p
+                .after
+                .iter()
+                .filter_map(|(k, a)| p.before.get(k).map(|b| (k.clone(), a - b)))
+                .collect();
+        }
+        out
+    }
 }
 
 /// The best evaluation during training (`train.early_stopping`): where it was, its score and every task's

@@ -11,8 +11,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::config::ExperimentConfig;
-use crate::data::LabelledData;
+use crate::analysis::sts::{StsColumns, StsPairs};
+use crate::config::{DriftConfig, ExperimentConfig};
+use crate::data::{LabelledData, Table};
 use crate::model::checkpoint;
 use crate::model::freeze::{FreezePlan, Snapshot};
 use crate::model::lora::LoraAdapters;
@@ -20,13 +21,16 @@ use crate::model::report::{group_infos, groups_table};
 use crate::model::task::TaskKind;
 use crate::model::MultiTaskModel;
 use crate::record::{
-    read_metrics, ConflictWriter, FinalMetrics, GroupInfo, MetricsWriter, PrecisionRecord, Provenance, Split, Summary,
-    CONFIG_FILE, CONFLICT_FILE, METRICS_FILE, SUMMARY_FILE,
+    read_metrics, ConflictWriter, DriftWriter, FinalMetrics, GroupInfo, MetricsWriter, PrecisionRecord, ProbeChange,
+    Provenance, Split, Summary, CONFIG_FILE, CONFLICT_FILE, DRIFT_FILE, METRICS_FILE, SUMMARY_FILE,
 };
 use crate::run::provenance;
 use crate::run::run_dir::{RunDir, RunLock};
-use crate::runtime::amp;
+use crate::runtime::amp::{self, Precision};
 use crate::runtime::device::{describe, device_name, parse_device};
+use crate::train::drift::DriftHook;
+use crate::train::hook::EvalHook;
+use crate::train::probe::StsProbe;
 use crate::train::resume::{self, Saved};
 use crate::train::{BestTracker, Checkpoints, ConflictLog, FitStats, Setup, TaskData, Trainer, Unfreezing};
 use crate::util::interrupt;
@@ -99,6 +103,87 @@ fn read_tasks(cfg: &ExperimentConfig) -> Result<Vec<(LabelledData, LabelledData)
             Ok((train, eval))
         })
         .collect()
+}
+
+/// What a run measures besides its tasks, read before the lock (see `config::ProbeConfig`).
+struct Measures {
+    /// each probe's name and pairs
+    probes: Vec<(String, StsPairs)>,
+    /// `analysis.drift`'s sentences
+    drift: Option<Vec<String>>,
+}
+
+fn read_measures(cfg: &ExperimentConfig) -> Result<Measures> {
+    let probes = cfg
+        .probes
+        .iter()
+        .map(|p| {
+            let cols = StsColumns {
+                first: &p.sentence1_column,
+                second: &p.sentence2_column,
+                score: &p.score_column,
+            };
+            let pairs =
+                StsPairs::read_columns(&p.data, &cols, p.limit).with_context(|| format!("probe `{}`", p.name))?;
+            Ok((p.name.clone(), pairs))
+        })
+        .collect::<Result<_>>()?;
+    let drift = cfg.analysis.drift.as_ref().map(drift_sentences).transpose()?;
+    Ok(Measures { probes, drift })
+}
+
+/// The first `sentences` rows of drift's file; fewer, or an empty one, is an error naming the file.
+fn drift_sentences(d: &DriftConfig) -> Result<Vec<String>> {
+    let t = Table::read(&d.data)?;
+    let col = t.column(&d.column).context("analysis.drift.column")?;
+    let mut out = Vec::with_capacity(d.sentences);
+    for (line, row) in t.rows.iter().take(d.sentences) {
+        if row[col].trim().is_empty() {
+            bail!(
+                "{}:{line}: column `{}`: the sentence is empty",
+                d.data.display(),
+                d.column
+            );
+        }
+        out.push(row[col].clone());
+    }
+    if out.len() < d.sentences {
+        bail!(
+            "analysis.drift.sentences: {} asked for, but {} has only {} rows",
+            d.sentences,
+            d.data.display(),
+            out.len()
+        );
+    }
+    Ok(out)
+}
+
+/// The hooks `measures` call for. Drift takes its reference from `model`, so this runs before a resumed run
+/// loads its checkpoint; its file goes into `work`, cut back to what `saved` counted.
+fn hooks<'a>(
+    cfg: &ExperimentConfig,
+    model: &MultiTaskModel,
+    measures: Measures,
+    work: &Path,
+    saved: Option<&Saved>,
+    precision: Precision,
+) -> Result<Vec<Box<dyn EvalHook + 'a>>> {
+    let bs = cfg.train.eval_batch_size;
+    let mut hooks: Vec<Box<dyn EvalHook + 'a>> = Vec::new();
+    for (name, pairs) in measures.probes {
+        hooks.push(Box::new(StsProbe::new(&name, pairs, &model.sentence.tokenizer, bs)));
+    }
+    if let (Some(sentences), Some(d)) = (measures.drift, &cfg.analysis.drift) {
+        let path = work.join(DRIFT_FILE);
+        let writer = match saved {
+            Some(s) => DriftWriter::truncate_to(&path, s.progress.hook_rows.get(DRIFT_FILE).copied().unwrap_or(0))?,
+            None => DriftWriter::create(&path)?,
+        };
+        hooks.push(Box::new(DriftHook::new(
+            &sentences, d.every, model, writer, precision, bs,
+        )?));
+    }
+    Ok(hooks)
 }
 
 /// Model and freezing as the config says; shared by `run`, `inspect` and `predict`.
@@ -174,6 +259,7 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     guard_result(&rd, &cfg.name, start)?;
     // everything that can be checked without writing is checked before the lock: data, model, freezing
     let data = read_tasks(cfg)?;
+    let measures = read_measures(cfg)?;
     let (model, plan) = build(cfg)?;
     if cfg.train.early_stopping.is_some() && !plan.anything_trains() {
         bail!(
@@ -187,7 +273,7 @@ pub fn run(cfg: &ExperimentConfig, start: Start) -> Result<Outcome> {
     let saved = prepare(&lock, cfg, start)?;
     let precision = precision(cfg, device, &hw, fresh, saved.as_ref())?;
     let partial = rd.partial();
-    train_and_commit(cfg, &lock, (model, plan), data, saved, precision, wall).map_err(|e| {
+    train_and_commit(cfg, &lock, (model, plan), (data, measures), saved, precision, wall).map_err(|e| {
         if interrupt::is_interrupted(&e) {
             crate::say!(
                 "run {} interrupted; `harness run CONFIG --resume` (or the same sweep) continues it",
@@ -243,7 +329,7 @@ fn train_and_commit(
     cfg: &ExperimentConfig,
     lock: &RunLock,
     (model, plan): (MultiTaskModel, FreezePlan),
-    data: Vec<(LabelledData, LabelledData)>,
+    (data, measures): (Vec<(LabelledData, LabelledData)>, Measures),
     saved: Option<Saved>,
     precision: PrecisionRecord,
     wall: Instant,
@@ -258,16 +344,18 @@ fn train_and_commit(
         groups_table(&groups, &plan, model.lora.as_ref())?
     );
     let tasks = tokenize(cfg, &model, data)?;
+    let hooks = hooks(cfg, &model, measures, &work, saved.as_ref(), precision.used)?;
+    let extras = extra_columns(&tasks, &hooks);
     let metrics_path = work.join(METRICS_FILE);
     let mut writer = match &saved {
         Some(s) => {
             checkpoint::load(&model, &s.model_file)?;
-            MetricsWriter::truncate_to(&metrics_path, s.progress.rows, &extra_columns(&tasks))?
+            MetricsWriter::truncate_to(&metrics_path, s.progress.rows, &extras)?
         }
         None => {
             std::fs::write(work.join(CONFIG_FILE), serde_yaml::to_string(cfg)?)?;
             provenance::record_data(&work, cfg)?;
-            MetricsWriter::create(&metrics_path, &extra_columns(&tasks))?
+            MetricsWriter::create(&metrics_path, &extras)?
         }
     };
     let conflict = match cfg.train.mtl.log_conflict_every {
@@ -302,6 +390,9 @@ fn train_and_commit(
             .as_ref()
             .map(|g| Unfreezing::new(g, model.sentence.encoder.num_layers as usize)),
     );
+    for h in hooks {
+        trainer = trainer.with_hook(h);
+    }
     if cfg.train.cache_features && !plan.encoder_trains() && plan.anything_trains() {
         trainer.cache_features()?;
     }
@@ -367,12 +458,16 @@ fn tokenize(
         .collect()
 }
 
-/// The metrics.csv columns the tasks' kinds add beyond the base ones (none for classification).
-fn extra_columns(tasks: &[TaskData]) -> Vec<String> {
+/// The metrics.csv columns the tasks' kinds and the hooks add beyond the base ones (none for classification
+/// tasks alone), each once, in order of first use.
+fn extra_columns(tasks: &[TaskData], hooks: &[Box<dyn EvalHook + '_>]) -> Vec<String> {
     let mut cols: Vec<String> = Vec::new();
-    for c in tasks.iter().flat_map(|t| t.kind.extra_columns()) {
-        if !cols.iter().any(|x| x == c) {
-            cols.push(c.to_string());
+    let named = tasks
+        .iter()
+        .flat_map(|t| t.kind.extra_columns().iter().map(|c| c.to_string()));
+    for c in named.chain(hooks.iter().flat_map(|h| h.extra_columns())) {
+        if !cols.contains(&c) {
+            cols.push(c);
         }
     }
     cols
@@ -389,13 +484,17 @@ struct Trained {
     wall_s: f64,
 }
 
-/// The last eval row of each task is its final result, as metrics.csv (re-read: one source) says.
-fn final_metrics(metrics: &Path) -> Result<BTreeMap<String, FinalMetrics>> {
-    Ok(read_metrics(metrics)?
+/// The last eval row of each task is its final result, and each probe's first and last rows its change, as
+/// metrics.csv (re-read: one source) says.
+fn final_metrics(metrics: &Path) -> Result<(BTreeMap<String, FinalMetrics>, BTreeMap<String, ProbeChange>)> {
+    let rows = read_metrics(metrics)?;
+    let probes = ProbeChange::of_rows(&rows);
+    let finals = rows
         .into_iter()
         .filter(|r| r.split == Split::Eval)
         .map(|r| (r.task.clone(), FinalMetrics::of(&r)))
-        .collect())
+        .collect();
+    Ok((finals, probes))
 }
 
 fn summarize(
@@ -407,6 +506,7 @@ fn summarize(
     t: Trained,
 ) -> Result<Summary> {
     let infos = group_infos(&model.groups(), plan, model.lora.as_ref())?;
+    let (final_metrics, probes) = final_metrics(metrics)?;
     let s = t.stats;
     Ok(Summary {
         format: crate::record::FORMAT,
@@ -421,7 +521,7 @@ fn summarize(
         groups: infos,
         frozen_unchanged: t.changed.is_empty(),
         frozen_tensors_checked: t.frozen_checked,
-        final_metrics: final_metrics(metrics)?,
+        final_metrics,
         train_examples: tasks.iter().map(|t| (t.name.clone(), t.train_ids.len())).collect(),
         eval_examples: tasks.iter().map(|t| (t.name.clone(), t.eval_ids.len())).collect(),
         epochs: cfg.train.epochs,
@@ -442,6 +542,7 @@ fn summarize(
         weighting: s.weighting,
         best: s.best,
         stopped_early: s.stopped_early,
+        probes,
     })
 }
 

@@ -61,14 +61,19 @@ pub(crate) fn pin_encoder(run: &Path, summary: &Summary, cfg: &mut ExperimentCon
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Inputs {
-    /// each task's train and eval file, as configured → its fingerprint
+    /// each task's train and eval file, each probe's and drift's, as configured → its fingerprint
     data: BTreeMap<String, String>,
 }
 
 fn data_prints(cfg: &ExperimentConfig) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    for t in &cfg.tasks {
-        for f in [&t.train, &t.eval] {
+    let measured = cfg
+        .probes
+        .iter()
+        .map(|p| &p.data)
+        .chain(cfg.analysis.drift.iter().map(|d| &d.data));
+    for f in cfg.tasks.iter().flat_map(|t| [&t.train, &t.eval]).chain(measured) {
+        {
             let key = f.display().to_string();
             if let std::collections::btree_map::Entry::Vacant(e) = out.entry(key) {
                 e.insert(fingerprint::of_file(f)?);

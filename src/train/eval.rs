@@ -15,7 +15,7 @@ use crate::util::interrupt;
 use crate::util::progress::progress_bar;
 
 impl Trainer<'_> {
-    pub(crate) fn point(&self, epoch: usize) -> EvalPoint {
+    pub(crate) fn point(&self, epoch: usize, epoch_end: bool) -> EvalPoint {
         EvalPoint {
             run: self.run.clone(),
             scenario: self.scenario.clone(),
@@ -23,11 +23,18 @@ impl Trainer<'_> {
             step: self.step,
             examples_seen: self.examples_seen,
             elapsed_s: self.elapsed(),
+            epoch_end,
         }
     }
 
     /// Every task's loss and metrics on its eval file, then the hooks' rows; all go to `sink` and back.
-    pub(crate) fn evaluate(&self, epoch: usize, sink: &mut MetricsWriter) -> Result<Vec<MetricRow>> {
+    /// `epoch_end`: before training or at an epoch's end (see `EvalPoint`).
+    pub(crate) fn evaluate(
+        &mut self,
+        epoch: usize,
+        epoch_end: bool,
+        sink: &mut MetricsWriter,
+    ) -> Result<Vec<MetricRow>> {
         let bar = progress_bar(self.tasks.iter().map(|t| t.eval_ids.len() as u64).sum(), "eval");
         let mut rows = Vec::new();
         for (ti, t) in self.tasks.iter().enumerate() {
@@ -38,8 +45,8 @@ impl Trainer<'_> {
             rows.push(row);
         }
         bar.finish_and_clear();
-        let at = self.point(epoch);
-        for hook in &self.hooks {
+        let at = self.point(epoch, epoch_end);
+        for hook in &mut self.hooks {
             for row in hook.evaluate(&at, self.model, self.precision)? {
                 sink.write(&row)?;
                 rows.push(row);

@@ -1,6 +1,7 @@
 //! Evaluation hooks: something measured at every evaluation point besides the tasks (an STS probe of the
-//! embedding, representation drift), returning its own metrics rows. The trainer calls each hook after the
-//! tasks' evaluation, in the order added.
+//! embedding, representation drift). The trainer calls each hook after the tasks' evaluation, in the order
+//! added; a hook returns rows for metrics.csv, or writes a file of its own (whose row count the checkpoint
+//! keeps, so a resumed run cuts it back to where the checkpoint was taken).
 
 use anyhow::Result;
 
@@ -9,8 +10,6 @@ use crate::record::MetricRow;
 use crate::runtime::amp::Precision;
 
 /// Where in training an evaluation happens.
-// the seam for probes and analyses: no hook is built in yet, so nothing reads it
-#[allow(dead_code)]
 #[derive(Debug, Clone)]
 pub(crate) struct EvalPoint {
     pub run: String,
@@ -20,14 +19,19 @@ pub(crate) struct EvalPoint {
     pub step: usize,
     pub examples_seen: usize,
     pub elapsed_s: f64,
+    /// before training or at an epoch's end (not a `train.eval_every_steps` evaluation within an epoch)
+    pub epoch_end: bool,
 }
 
 /// Its rows go to metrics.csv after the tasks' rows of the same point; `extra_columns` are the metric
 /// columns they use beyond the base ones.
 pub(crate) trait EvalHook {
-    #[allow(dead_code)] // read by the run when it builds hooks, which none does yet
     fn extra_columns(&self) -> Vec<String> {
         Vec::new()
     }
-    fn evaluate(&self, at: &EvalPoint, model: &MultiTaskModel, precision: Precision) -> Result<Vec<MetricRow>>;
+    fn evaluate(&mut self, at: &EvalPoint, model: &MultiTaskModel, precision: Precision) -> Result<Vec<MetricRow>>;
+    /// A file of its own and the rows written to it so far, for the checkpoint.
+    fn own_file(&self) -> Option<(String, usize)> {
+        None
+    }
 }

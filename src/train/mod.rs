@@ -1,5 +1,5 @@
 //! Training: the loop (`trainer`: epochs and the cursor; `plan`: an epoch's steps; `step`: one optimisation
-//! step; `joint`: a joint step's aggregated gradients; `weighted`: a joint step's loss weighting; `conflict`: its gradient-conflict diagnostics; `mtl`: the aggregators and weightings; `inflight`: step outputs awaiting a logging point; `eval`: evaluation points; `best`: early stopping and the best weights; `gradual`: gradual unfreezing; `hook`: what else is measured at them; `data`: a task's tokenised data), the
+//! step; `joint`: a joint step's aggregated gradients; `weighted`: a joint step's loss weighting; `conflict`: its gradient-conflict diagnostics; `mtl`: the aggregators and weightings; `inflight`: step outputs awaiting a logging point; `eval`: evaluation points; `best`: early stopping and the best weights; `gradual`: gradual unfreezing; `hook`: what else is measured at them; `probe`: the STS probe; `drift`: layer-wise CKA to the pretrained encoder; `data`: a task's tokenised data), the
 //! harness's AdamW, the schedule and seeds, batch sampling, and training checkpoints for exact resume.
 //!
 //! Invariants: nothing in a training step reads the device from the host (fp16's skip decision aside);
@@ -10,6 +10,7 @@ pub mod adamw;
 pub(crate) mod best;
 mod conflict;
 pub(crate) mod data;
+pub(crate) mod drift;
 pub(crate) mod eval;
 pub(crate) mod gradual;
 pub(crate) mod hook;
@@ -17,6 +18,7 @@ mod inflight;
 mod joint;
 pub mod mtl;
 pub(crate) mod plan;
+pub(crate) mod probe;
 pub(crate) mod resume;
 pub(crate) mod sampling;
 pub(crate) mod schedule;

@@ -70,6 +70,9 @@ pub(crate) struct Progress {
     /// early stopping's state (`train.early_stopping`)
     #[serde(default)]
     pub best: Option<BestState>,
+    /// rows written at this point to each evaluation hook's own file (drift.csv), by file name
+    #[serde(default)]
+    pub hook_rows: BTreeMap<String, usize>,
 }
 
 #[derive(Serialize, Deserialize)]

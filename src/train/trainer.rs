@@ -204,7 +204,6 @@ impl<'a> Trainer<'a> {
     }
 
     /// Adds something measured at every evaluation point (see `hook::EvalHook`).
-    #[allow(dead_code)] // the seam for probes; no hook is built in yet
     pub(crate) fn with_hook(mut self, hook: Box<dyn EvalHook + 'a>) -> Self {
         self.hooks.push(hook);
         self
@@ -376,7 +375,7 @@ impl<'a> Trainer<'a> {
             .eval_every_steps
             .is_some_and(|n| n > 0 && self.step.is_multiple_of(n))
         {
-            let rows = self.evaluate(epoch, sink)?;
+            let rows = self.evaluate(epoch, false, sink)?;
             self.judge(&rows)?;
         }
         if pos < len {
@@ -388,7 +387,7 @@ impl<'a> Trainer<'a> {
                 sink.write(&self.row(epoch, ti, Split::Train, loss, &st.preds, &st.gold))?;
             }
         }
-        let rows = self.evaluate(epoch, sink)?;
+        let rows = self.evaluate(epoch, true, sink)?;
         self.judge(&rows)?;
         let line: Vec<String> = rows.iter().map(|r| r.brief()).collect();
         crate::say!("epoch {epoch}/{}: {}", self.cfg.epochs, line.join(", "));
@@ -441,6 +440,7 @@ impl<'a> Trainer<'a> {
             weighting: self.weighting.as_ref().map(LossWeighting::checkpoint).transpose()?,
             conflict_rows: self.conflict.as_ref().map_or(0, |c| c.writer.written()),
             best: self.best.as_ref().map(|b| b.state.clone()),
+            hook_rows: self.hooks.iter().filter_map(|h| h.own_file()).collect(),
         };
         resume::save(
             &ckpt.dir,
@@ -481,7 +481,7 @@ impl<'a> Trainer<'a> {
         resumed: Option<Saved>,
     ) -> Result<FitStats> {
         if resumed.is_none() {
-            self.evaluate(0, sink)?;
+            self.evaluate(0, true, sink)?;
         }
         let trained = self.trained_tasks()?;
         if !self.plan.anything_trains() || !trained.contains(&true) {

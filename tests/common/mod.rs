@@ -153,13 +153,20 @@ pub fn wait_until(what: &str, timeout_s: u64, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// metrics.csv without the run name and elapsed_s: what must be equal between two runs of one seed.
+/// metrics.csv without the run name and elapsed_s (wherever extra metric columns put it): what must be equal
+/// between two runs of one seed.
 pub fn metrics(dir: &Path) -> Vec<Vec<String>> {
     let mut r = csv::Reader::from_path(dir.join("metrics.csv")).unwrap();
+    let h = r.headers().unwrap().clone();
+    let keep: Vec<bool> = h.iter().map(|c| c != "run" && c != "elapsed_s").collect();
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
-            rec.iter().skip(1).take(rec.len() - 2).map(str::to_string).collect()
+            rec.iter()
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|(c, _)| c.to_string())
+                .collect()
         })
         .collect()
 }
