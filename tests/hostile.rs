@@ -1,7 +1,7 @@
 //! Hostile inputs, third round, tried with the real binary: a stdout closed early, a finished run run again,
 //! signals before a run has anything to save, a FIFO or directory where a file should be, non-finite values
 //! in STS scores and in model weights, a zero batch size, a config.json that disagrees with its weights,
-//! and a line too long to read.
+//! and a line too long to read. Tests of a run's bookkeeping train on the random tiny encoder (`shared_tiny_model`).
 
 mod common;
 
@@ -26,8 +26,22 @@ fn edit_weight(dir: &Path, name: &str, change: impl Fn(&Tensor) -> Tensor) {
 
 const EDITED: &str = "distilbert.transformer.layer.0.ffn.lin1.weight";
 
+/// A heads-only config on the random tiny encoder (`shared_tiny_model`), for tests of the run's bookkeeping.
 fn write_config(dir: &Path, name: &str) -> PathBuf {
-    let text = config_text(dir, "  scenario: backbone", "").replace("name: t", &format!("name: {name}"));
+    write_config_with(
+        dir,
+        name,
+        config_text_on(shared_tiny_model(), dir, "  scenario: backbone", ""),
+    )
+}
+
+/// The same on all-MiniLM-L6-v2, for a test that needs a run that takes seconds.
+fn write_minilm_config(dir: &Path, name: &str) -> PathBuf {
+    write_config_with(dir, name, config_text(dir, "  scenario: backbone", ""))
+}
+
+fn write_config_with(dir: &Path, name: &str, text: String) -> PathBuf {
+    let text = text.replace("name: t", &format!("name: {name}"));
     let p = dir.join(format!("{name}.yaml"));
     std::fs::write(&p, text).unwrap();
     p
@@ -137,7 +151,8 @@ fn signalled(args: &[&str], signal: &str, delay: Duration) -> (std::process::Out
 #[test]
 fn a_signal_before_there_is_anything_to_save_ends_the_run_at_once_with_75() {
     let d = tempfile::tempdir().unwrap();
-    let cfg = write_config(d.path(), "early");
+    // MiniLM: a tiny run could be over 300 ms after its handler is in, with nothing left to stop
+    let cfg = write_minilm_config(d.path(), "early");
     for signal in ["-TERM", "-HUP", "-INT"] {
         for delay_ms in [0, 300] {
             let (out, took) = signalled(
@@ -160,7 +175,7 @@ fn a_fifo_or_directory_given_as_a_file_is_refused_at_once() {
     let d = tempfile::tempdir().unwrap();
     let fifo = d.path().join("train.fifo");
     assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
-    let text = config_text(d.path(), "  scenario: backbone", "");
+    let text = config_text_on(shared_tiny_model(), d.path(), "  scenario: backbone", "");
     let sst_train = root().join("../shared/data/sst2/train.tsv");
     let fifo_cfg = d.path().join("fifo.yaml");
     std::fs::write(
@@ -378,7 +393,7 @@ fn a_line_over_a_mebibyte_fails_naming_file_and_line_without_being_read_whole() 
     assert_user_error(&out, "long.txt:1: line 1 is over 1048576 bytes");
 
     let train = sparse("train.tsv", "sentence\tlabel\nfine\t0\n");
-    let text = config_text(d.path(), "  scenario: backbone", "");
+    let text = config_text_on(shared_tiny_model(), d.path(), "  scenario: backbone", "");
     let sst_train = root().join("../shared/data/sst2/train.tsv");
     let cfg = d.path().join("long.yaml");
     std::fs::write(
@@ -598,7 +613,7 @@ fn compare_merges_only_like_with_like_and_a_missing_path_is_an_error() {
 #[test]
 fn messages_a_researcher_understands() {
     let d = tempfile::tempdir().unwrap();
-    let base = config_text(d.path(), "  scenario: backbone", "");
+    let base = config_text_on(shared_tiny_model(), d.path(), "  scenario: backbone", "");
     let write = |name: &str, text: &str| -> PathBuf {
         let p = d.path().join(name);
         std::fs::write(&p, text).unwrap();

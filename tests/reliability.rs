@@ -11,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Top layer and heads train (dropout runs in the whole encoder), 2 epochs x 5 steps, a checkpoint
-/// after every step.
+/// Top layer and heads of the random tiny encoder train (dropout runs in the whole encoder), 2 epochs x 5
+/// steps, a checkpoint after every step. The encoder is `shared_tiny_model`, outside `dir`: these tests check
+/// the bookkeeping (checkpoints, locks, signals, names), which does not depend on the model.
 fn write_config(dir: &Path) -> PathBuf {
-    let text = config_text(
+    let text = config_text_on(
+        shared_tiny_model(),
         dir,
         "  scenario: none\n  unfreeze_top_layers: 1",
         "  epochs: 2\n  checkpoint_every_steps: 1",
@@ -139,6 +141,9 @@ fn a_second_run_of_the_same_name_fails_at_once_and_the_first_is_untouched() {
     wait_until("the first run's lock", 120, || {
         std::fs::read_to_string(&lock).is_ok_and(|t| t.contains("pid"))
     });
+    // the tiny run could end before the second one starts: stopped (SIGSTOP), it holds its lock until CONT
+    assert_eq!(lock_holder(&lock), Some(first.id()));
+    let stopped = Stopped::new(first.id());
     let t0 = Instant::now();
     let second = run(&cfg, "same", &[]);
     assert_user_error(&second, &format!("already running (pid {}", first.id()));
@@ -148,6 +153,7 @@ fn a_second_run_of_the_same_name_fails_at_once_and_the_first_is_untouched() {
     );
     let restart = run(&cfg, "same", &["--restart"]);
     assert_user_error(&restart, "already running");
+    drop(stopped);
     let out = first.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
@@ -165,11 +171,13 @@ fn a_second_run_of_the_same_name_fails_at_once_and_the_first_is_untouched() {
 fn divergence_stops_the_run_with_no_result_and_keeps_the_partial() {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path());
+    // the largest learning rates the config allows: the tiny encoder's loss is NaN at step 2 (at 1000, the
+    // rate that made MiniLM diverge in epoch 1, it lasts into epoch 2)
     let lr = [
         "--set",
-        "train.lr_encoder=1000",
+        "train.lr_encoder=1e6",
         "--set",
-        "train.lr_heads=1000",
+        "train.lr_heads=1e6",
         "--set",
         "train.warmup_ratio=0",
     ];

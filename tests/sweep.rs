@@ -1,4 +1,5 @@
-//! `harness sweep` and `harness compare` through the binary, on tiny real runs.
+//! `harness sweep` and `harness compare` through the binary, on tiny real runs of the random tiny encoder
+//! (`shared_tiny_model`: what is checked is the bookkeeping, not the model).
 
 mod common;
 
@@ -17,7 +18,11 @@ fn status_lines(out: &std::process::Output) -> Vec<String> {
 fn sweep_skips_complete_runs_and_reruns_incomplete_ones() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("c.yaml");
-    std::fs::write(&cfg, config_text(d.path(), "  scenario: backbone", "")).unwrap();
+    std::fs::write(
+        &cfg,
+        config_text_on(shared_tiny_model(), d.path(), "  scenario: backbone", ""),
+    )
+    .unwrap();
     let cfg = cfg.to_str().unwrap();
     let sweep = || harness(&["sweep", cfg, "--seeds", "1,2"]);
 
@@ -59,7 +64,11 @@ fn sweep_skips_complete_runs_and_reruns_incomplete_ones() {
 fn compare_names_a_malformed_file() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("c.yaml");
-    std::fs::write(&cfg, config_text(d.path(), "  scenario: all", "")).unwrap();
+    std::fs::write(
+        &cfg,
+        config_text_on(shared_tiny_model(), d.path(), "  scenario: all", ""),
+    )
+    .unwrap();
     let run = harness(&["run", cfg.to_str().unwrap()]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let metrics = d.path().join("t/metrics.csv");
@@ -127,7 +136,11 @@ fn out_text(o: &std::process::Output) -> String {
 fn cells_are_configs_by_grid_by_seeds_and_one_runs_by_index() {
     let d = tempfile::tempdir().unwrap();
     let cfg = d.path().join("c.yaml");
-    std::fs::write(&cfg, config_text(d.path(), "  scenario: backbone", "")).unwrap();
+    std::fs::write(
+        &cfg,
+        config_text_on(shared_tiny_model(), d.path(), "  scenario: backbone", ""),
+    )
+    .unwrap();
     let cfg = cfg.to_str().unwrap();
     let base = ["sweep", cfg, "--seeds", "1,2", "--grid", "train.lr_heads=1e-2,1e-3"];
     let with = |extra: &[&'static str]| [&base[..], extra].concat();
@@ -226,7 +239,11 @@ fn slurm_submit_fixes_the_cells_in_a_manifest_that_later_indices_use() {
     let d = tempfile::tempdir().unwrap();
     let path = fake_slurm(d.path());
     let cfg = d.path().join("c.yaml");
-    std::fs::write(&cfg, config_text(d.path(), "  scenario: backbone", "")).unwrap();
+    std::fs::write(
+        &cfg,
+        config_text_on(shared_tiny_model(), d.path(), "  scenario: backbone", ""),
+    )
+    .unwrap();
     let cfg = cfg.to_str().unwrap();
     let env = [("PATH", path.as_str())];
     let args = [

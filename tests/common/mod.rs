@@ -196,6 +196,44 @@ pub fn tiny_model(root: &Path, layers: usize) -> PathBuf {
     tiny_folder_with(root, &format!("tiny-{layers}"), &config)
 }
 
+/// One two-layer `tiny_model` for the whole test binary, made on first use in a folder of its own under the
+/// target's tmp folder (so a test's output folder holds only what the test wrote, and a finished run's recorded
+/// encoder outlives the test that made it).
+pub fn shared_tiny_model() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(concat!("tiny-model-", env!("CARGO_CRATE_NAME")));
+        let _ = std::fs::remove_dir_all(&root);
+        tiny_model(&root, 2)
+    })
+}
+
+/// The pid in a run's lock file (`<output_dir>/<name>.lock`), once the run holds it.
+pub fn lock_holder(lock: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(lock).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+/// A process held with SIGSTOP (a tiny run kept from ending while a test acts on it: its lock stays held,
+/// signals sent to it wait); dropping this, also when a check failed, lets it go on (SIGCONT).
+pub struct Stopped(pub u32);
+
+impl Stopped {
+    pub fn new(pid: u32) -> Self {
+        let ok = Command::new("kill").args(["-STOP", &pid.to_string()]).status().unwrap();
+        assert!(ok.success(), "kill -STOP {pid}");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
+}
+
 fn tiny_folder_with(root: &Path, name: &str, config: &str) -> PathBuf {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
