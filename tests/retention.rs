@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::*;
 use harness::record::{read_drift, Summary};
@@ -175,21 +175,12 @@ fn a_run_killed_with_probe_and_drift_resumes_to_the_same_files() {
     let probe = probe_file(d.path(), 40);
     let cfg = write_config(d.path(), "  scenario: none", &measures(&probe, 30));
     ok(&run(&cfg, "ref", &[]));
-    let partial = d.path().join("k.partial");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["--threads", "1", "run", cfg.to_str().unwrap(), "--set", "name=k"])
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // past epoch 1's evaluation (5 steps an epoch), before the end at 10
-    wait_until("a checkpoint in epoch 2", 120, || {
-        checkpointed_step(&partial).is_some_and(|s| s >= 6)
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    ok(&run(&cfg, "k", &["--resume"]));
+    let killed = killed_then_resumed(&cfg, d.path(), "k", &[], 6);
+    assert!(
+        killed.is_some_and(|s| (6..10).contains(&s)),
+        "killed after step {killed:?}"
+    );
     let (a, b) = (d.path().join("ref"), d.path().join("k"));
     assert_eq!(metrics(&a), metrics(&b));
     let drift = |dir: &Path| {
