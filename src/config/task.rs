@@ -47,8 +47,8 @@ impl TaskType {
     }
 }
 
-/// The objective of an sts or pairs task, as the config names it (`model::objective::PairLoss` is its code).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The objective of an sts or pairs task, as the config names it (`model::objective` computes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PairLoss {
     /// sentence-transformers' CoSENTLoss (sts; the default)

@@ -558,15 +558,14 @@ fn tokenize(cfg: &ExperimentConfig, model: &MultiTaskModel, data: Vec<TaskFiles>
 
 /// The task's kind as the config gives it (`resolve` filled in its loss).
 fn task_kind(t: &TaskConfig) -> Result<TaskKind> {
-    use crate::model::objective::PairLoss as Objective;
     Ok(match t.kind {
         TaskType::Classification => TaskKind::Classification {
             num_labels: t.num_labels()?,
         },
         TaskType::Sts => TaskKind::Sts {
             loss: match t.loss {
-                Some(PairLoss::CosineMse) => Objective::CosineMse,
-                _ => Objective::Cosent,
+                Some(PairLoss::CosineMse) => PairLoss::CosineMse,
+                _ => PairLoss::Cosent,
             },
         },
         TaskType::Pairs => TaskKind::Pairs {

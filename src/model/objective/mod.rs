@@ -16,7 +16,8 @@
 //! - `PairLoss` is the config's name for a loss (serde snake_case); `PairBatch` is what the training
 //!   loop hands over: both sentences of each pair, embedded by the same encoder in one step.
 //!
-//! Imports `encoder` (L2 normalisation) only: a loss sees embeddings and gold values, nothing of tasks or runs.
+//! Imports `encoder` (L2 normalisation) and `config` (the loss's name) only: a loss sees embeddings and gold
+//! values, nothing of tasks or runs.
 
 pub mod cosent;
 pub mod cosine_mse;
@@ -24,34 +25,13 @@ pub mod mnrl;
 pub mod retrieval;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// The inverse temperature sentence-transformers uses for CoSENT and MNRL (its default `scale`).
 pub const SCALE: f64 = 20.0;
 
-/// A pair objective, as the config names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PairLoss {
-    /// CoSENTLoss: ranks the pairs' cosine similarities in the order of their gold scores
-    Cosent,
-    /// CosineSimilarityLoss: mean squared error between cosine similarity and a gold score in 0..1
-    CosineMse,
-    /// MultipleNegativesRankingLoss: each anchor must pick its positive among the batch's positives
-    /// (and the optional hard negatives); needs no gold score
-    Mnrl,
-}
-
-impl std::fmt::Display for PairLoss {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            PairLoss::Cosent => "cosent",
-            PairLoss::CosineMse => "cosine_mse",
-            PairLoss::Mnrl => "mnrl",
-        })
-    }
-}
+/// A pair objective, as the config names it (one definition, the config's).
+pub use crate::config::PairLoss;
 
 /// One training batch of pairs, embedded.
 pub struct PairBatch<'a> {
