@@ -2,9 +2,7 @@
 //! a 2 configs × 2 seeds sweep submitted as a job array runs to the end and its comparison job reads all
 //! four runs; a second submit while tasks are queued is refused; then one cell, resubmitted alone, gets
 //! TERM the way Slurm sends it before a time limit (`scancel --batch --signal=TERM`), requeues itself and
-//! finishes with metrics equal to its uninterrupted run. The runs are on the random tiny encoder (the subject
-//! is Slurm's bookkeeping); a tiny run ends in about a second, so the cell is held with SIGSTOP from its step-2
-//! checkpoint until Slurm's TERM is pending at it. Every wait is bounded. Without `sbatch` or a
+//! finishes with metrics equal to its uninterrupted run. Every wait is bounded. Without `sbatch` or a
 //! cluster that comes up, the test skips with a printed reason, unless `HARNESS_REQUIRE_SLURM=1` (CI).
 
 mod common;
@@ -89,32 +87,20 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Two tiny configs on the random tiny encoder (what is checked is Slurm's bookkeeping, not the model): `a`
-/// trains its top layer with a checkpoint after every step (2 epochs × 5 steps), `b` trains heads on cached
-/// features.
+/// Two tiny configs: `a` trains its top layer with a checkpoint after every step (2 epochs × 5 steps),
+/// `b` trains heads on cached features.
 fn configs(dir: &Path) -> (PathBuf, PathBuf) {
-    let model = shared_tiny_model();
-    let a = config_text_on(
-        model,
+    let a = config_text(
         dir,
         "  scenario: none\n  unfreeze_top_layers: 1",
         "  epochs: 2\n  checkpoint_every_steps: 1",
     )
     .replace("name: t\n", "name: a\n");
-    let b = config_text_on(model, dir, "  scenario: backbone", "").replace("name: t\n", "name: b\n");
+    let b = config_text(dir, "  scenario: backbone", "").replace("name: t\n", "name: b\n");
     let (pa, pb) = (dir.join("a.yaml"), dir.join("b.yaml"));
     std::fs::write(&pa, a).unwrap();
     std::fs::write(&pb, b).unwrap();
     (pa, pb)
-}
-
-/// Whether SIGTERM is pending at the (stopped) process `pid`, sent to it or to its thread group.
-fn term_pending(pid: u32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    ["SigPnd:", "ShdPnd:"].iter().any(|k| {
-        let mask = status.lines().find_map(|l| l.strip_prefix(k)).unwrap_or("0");
-        u64::from_str_radix(mask.trim(), 16).unwrap_or(0) & (1 << (15 - 1)) != 0
-    })
 }
 
 #[test]
@@ -164,15 +150,9 @@ fn a_sweep_runs_as_a_job_array_and_a_cell_stopped_by_term_requeues_and_resumes_e
     wait_until("a checkpoint of cell 0", 120, || {
         checkpointed_step(&partial).is_some_and(|s| s >= 2)
     });
-    // the tiny run would finish before Slurm delivers the TERM: stop it (SIGSTOP) until the TERM is pending,
-    // so that it lands after step 2 and before the end, as a time limit's TERM lands in a long run
-    let pid = lock_holder(&d.path().join("a-seed1.lock")).expect("cell 0 holds its run's lock");
-    let stopped = Stopped::new(pid);
     let task = format!("{id}_0");
     let term = slurm(&c, "scancel", &["--batch", "--signal=TERM", &task]);
     assert!(term.status.success(), "{}", String::from_utf8_lossy(&term.stderr));
-    wait_until("Slurm's TERM pending at cell 0", 60, || term_pending(pid));
-    drop(stopped);
     let result = d.path().join("a-seed1/summary.json");
     wait_until("cell 0 requeued and finished", 150, || result.is_file());
     let log = std::fs::read_to_string(d.path().join("a-b-sweep/logs/0.log")).unwrap();
