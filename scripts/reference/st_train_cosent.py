@@ -3,7 +3,7 @@
 
 usage: st_train_cosent.py MODEL_DIR TRAIN.tsv TEST.tsv OUT.json [--seed S] [--epochs E] [--batch B] [--lr LR]
        [--warmup-ratio W] [--weight-decay D] [--grad-clip C] [--max-length L] [--limit N] [--threads T]
-       [--precision fp32|bf16] [--device D] [--no-eval]
+       [--precision fp32|bf16] [--device D] [--no-eval] [--bucketed]
 
 The recipe harness's benches/sts_cosent.yaml runs, written as a plain loop over sentence-transformers' own
 pieces: SentenceTransformer(MODEL_DIR) (mean pooling, normalisation where the folder has it) in train mode
@@ -12,7 +12,9 @@ pieces: SentenceTransformer(MODEL_DIR) (mean pooling, normalisation where the fo
 at one learning rate and weight decay (as harness's `train.weight_decay`, which decays every encoder tensor),
 transformers' `get_linear_schedule_with_warmup` with round(W x steps) warmup steps (harness's rounding),
 `clip_grad_norm_` at C, E epochs of random batches of B pairs (a last smaller batch kept), reshuffled each
-epoch from --seed. Sentences longer than L tokens are cut (model.max_seq_length = L).
+epoch from --seed; with --bucketed, batched as harness batches them instead (each epoch's shuffled pairs cut into
+pools of 32 batches, each pool sorted by the pair's longer sentence in tokens and cut into batches, the batches
+shuffled), to tell the batching's effect from the rest of the recipe. Sentences longer than L tokens are cut (model.max_seq_length = L).
 
 Each epoch's batches are tokenised before its timed loop, so examples/s (pairs per second) excludes
 tokenisation and evaluation, as harness's train_examples_per_s does. bf16 wraps forward and loss in
@@ -50,6 +52,7 @@ ap.add_argument("--threads", type=int, default=None)
 ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--no-eval", action="store_true")
+ap.add_argument("--bucketed", action="store_true")
 args = ap.parse_args()
 if args.threads:
     torch.set_num_threads(args.threads)
@@ -67,6 +70,9 @@ def read(path, limit=None):
 s1, s2, gold = read(args.train, args.limit)
 model = SentenceTransformer(args.model, device=args.device)
 model.max_seq_length = args.max_length
+# each pair's longer sentence in tokens (special tokens included, as harness counts a sequence), for --bucketed
+count = lambda xs: [len(ids) for ids in model.tokenizer(xs, truncation=True, max_length=args.max_length)["input_ids"]]
+longer = [max(a, b) for a, b in zip(count(s1), count(s2))]
 loss_fn = losses.CoSENTLoss(model)
 params = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay)
@@ -87,10 +93,17 @@ sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 train_s, steps = 0.0, 0
 for epoch in range(args.epochs):
     order = list(range(len(gold)))
-    random.Random(args.seed * 1000 + epoch).shuffle(order)
+    rng = random.Random(args.seed * 1000 + epoch)
+    rng.shuffle(order)
+    cuts = [order[i:i + args.batch] for i in range(0, len(order), args.batch)]
+    if args.bucketed:
+        cuts = []
+        for p in range(0, len(order), args.batch * 32):
+            pool = sorted(order[p:p + args.batch * 32], key=lambda j: longer[j])
+            cuts += [pool[i:i + args.batch] for i in range(0, len(pool), args.batch)]
+        rng.shuffle(cuts)
     batches = []
-    for i in range(0, len(order), args.batch):
-        idx = order[i:i + args.batch]
+    for idx in cuts:
         feats = [model.tokenize([s[j] for j in idx]) for s in (s1, s2)]
         feats = [{k: v.to(device) for k, v in f.items()} for f in feats]
         batches.append((feats, torch.tensor([gold[j] for j in idx], device=device)))
@@ -113,7 +126,7 @@ for epoch in range(args.epochs):
 model.eval()
 after = {} if args.no_eval else evaluate()
 recipe = {k: getattr(args, k) for k in ("epochs", "batch", "lr", "warmup_ratio", "weight_decay", "grad_clip",
-                                         "max_length", "limit", "precision")}
+                                         "max_length", "limit", "precision", "bucketed")}
 result = dict(after, before=before, examples_per_s=len(gold) * args.epochs / train_s, train_s=train_s, steps=steps,
               pairs=len(gold), params_trainable=trained, seed=args.seed, recipe=recipe)
 json.dump(result, open(args.out, "w"), indent=2)
