@@ -13,7 +13,8 @@
 //!   encoder would otherwise keep a copy of each layer's output in every forward pass); its weights are
 //!   copied from the current encoder at each measurement;
 //! - it trains nothing and draws no random number; a representation equal to the reference bit for bit has
-//!   CKA exactly 1 (a frozen encoder's, at every point).
+//!   CKA exactly 1 (a frozen encoder's, at every point), and so has epoch 0's, which is the reference itself
+//!   (measured once, not twice).
 
 use anyhow::Result;
 use tch::{Device, Kind, Tensor};
@@ -100,13 +101,18 @@ impl EvalHook for DriftHook {
         if self.every == DriftEvery::Epoch && !at.epoch_end {
             return Ok(Vec::new());
         }
-        self.twin.copy_weights_from(&model.sentence.encoder)?;
-        let now = self.representations(&model.sentence, precision)?;
-        for ((layer, before), (_, after)) in self.reference.iter().zip(&now) {
-            let cka = if before.equal(after) {
-                1.0
-            } else {
-                linear_cka(before, after)?
+        // Before training (epoch 0) the encoder still holds the weights `new` took the reference from, so the
+        // reference is today's representation: CKA 1 without a second pass over the sentences.
+        let now = if at.epoch == 0 {
+            None
+        } else {
+            self.twin.copy_weights_from(&model.sentence.encoder)?;
+            Some(self.representations(&model.sentence, precision)?)
+        };
+        for (i, (layer, before)) in self.reference.iter().enumerate() {
+            let cka = match now.as_ref().map(|n| &n[i].1) {
+                Some(after) if !before.equal(after) => linear_cka(before, after)?,
+                _ => 1.0,
             };
             self.writer.write(&DriftRow {
                 run: at.run.clone(),
