@@ -621,7 +621,13 @@ fn summarize(
     metrics: &Path,
     t: Trained,
 ) -> Result<Summary> {
-    let infos = group_infos(&model.groups(), plan, model.lora.as_ref())?;
+    let mut infos = group_infos(&model.groups(), plan, model.lora.as_ref())?;
+    // gradual unfreezing: what this run trained, not every group the schedule could reach in more epochs
+    for g in &t.stats.never_opened {
+        if let Some(info) = infos.get_mut(g) {
+            (info.trainable, info.trainable_params) = (false, None);
+        }
+    }
     let (final_metrics, probes) = final_metrics(metrics)?;
     let s = t.stats;
     Ok(Summary {

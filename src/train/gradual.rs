@@ -86,6 +86,17 @@ impl Unfreezing {
         Ok(())
     }
 
+    /// The encoder groups that no phase of this run opened (every one before the first phase): the plan holds
+    /// them because the schedule reaches them in some epoch, but this run's epochs ended first. Layers only
+    /// ever open, so the last phase entered (a resumed run's too) opened every group any phase did.
+    pub(crate) fn never_opened(&self, groups: &[ParamGroup]) -> Vec<String> {
+        groups
+            .iter()
+            .filter(|g| !g.group.is_head() && !self.open.is_some_and(|o| self.opens(&g.group, o)))
+            .map(|g| g.group.to_string())
+            .collect()
+    }
+
     /// Ends the current phase: its frozen tensors are compared with their values when it began.
     pub(crate) fn finish(&mut self, groups: &[ParamGroup]) {
         if let Some(snapshot) = self.frozen.take() {

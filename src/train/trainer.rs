@@ -66,6 +66,8 @@ pub(crate) struct FitStats {
     /// `freeze.gradual`: tensors that moved while their phase had them frozen, and how many were compared
     pub phase_changed: Vec<String>,
     pub phase_checked: usize,
+    /// `freeze.gradual`: encoder groups the schedule would open only after this run's last epoch
+    pub never_opened: Vec<String>,
 }
 
 /// Where checkpoints go and how often (every N steps; each epoch end always).
@@ -519,6 +521,7 @@ impl<'a> Trainer<'a> {
             stopped_early: false,
             phase_changed: self.gradual.as_ref().map_or_else(Vec::new, |u| u.changed.clone()),
             phase_checked: self.gradual.as_ref().map_or(0, |u| u.checked),
+            never_opened: self.gradual.as_ref().map_or_else(Vec::new, |u| u.never_opened(&self.model.groups())),
         })
     }
 
