@@ -231,7 +231,11 @@ fn bad_probes_and_drift_are_one_line_before_the_lock() {
         "e.tsv:2: column `sentence2`: the sentence is empty",
     );
     let header_only = write("h.tsv", "sentence1\tsentence2\tscore\n");
-    refused(d.path(), &probe_of(&header_only), "no pairs");
+    refused(
+        d.path(),
+        &probe_of(&header_only),
+        "h.tsv: no rows (the dataset is empty)",
+    );
     refused(
         d.path(),
         &format!("probes:\n  - name: topic\n    data: {}\n", probe.display()),

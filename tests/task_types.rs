@@ -295,17 +295,17 @@ fn bad_pair_input_is_one_line_naming_file_line_or_key() {
         (
             sts(&outside, ""),
             String::new(),
-            "outside.tsv:3: column `score`: score 5.5 is outside score_range [0, 5]".into(),
+            "outside.tsv:3: column `score`: 5.5 is outside score_range [0, 5]".into(),
         ),
         (
             sts(&nan, ""),
             String::new(),
-            "nan.tsv:2: column `score`: score `much` is not a number".into(),
+            "nan.tsv:2: column `score`: `much` is not a number".into(),
         ),
         (
             sts(&empty, ""),
             String::new(),
-            "empty.tsv:3: column `sentence2` is empty".into(),
+            "empty.tsv:3: column `sentence2`: the sentence is empty".into(),
         ),
         (
             pairs(&one, ""),

@@ -257,8 +257,17 @@ fn gradual_unfreezing_opens_one_layer_an_epoch_from_the_top_and_proves_the_rest_
     assert_eq!(s.scenario, "none+gradual:1/1");
     // the summary counts what this one epoch trained, not what a longer schedule would reach
     let trains = |g: &str| s.groups[g].trainable;
-    assert!(trains("layer.1") && !trains("layer.0") && !trains("embeddings"), "{:?}", s.groups);
-    let heads: i64 = s.groups.iter().filter(|(n, _)| n.starts_with("head:")).map(|(_, g)| g.params).sum();
+    assert!(
+        trains("layer.1") && !trains("layer.0") && !trains("embeddings"),
+        "{:?}",
+        s.groups
+    );
+    let heads: i64 = s
+        .groups
+        .iter()
+        .filter(|(n, _)| n.starts_with("head:"))
+        .map(|(_, g)| g.params)
+        .sum();
     assert_eq!(s.params_trainable, s.groups["layer.1"].params + heads);
 }
 
@@ -324,7 +333,11 @@ fn gradual_unfreezing_killed_after_a_phase_boundary_resumes_exactly() {
     // every group opened by epoch 3, in the resumed run as in the uninterrupted one
     for run in [&a, &b] {
         let s = Summary::read(&run.join("summary.json")).unwrap();
-        assert!(s.groups["embeddings"].trainable && s.groups["layer.0"].trainable, "{:?}", s.groups);
+        assert!(
+            s.groups["embeddings"].trainable && s.groups["layer.0"].trainable,
+            "{:?}",
+            s.groups
+        );
     }
 }
 

@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
-use crate::data::Table;
+use crate::data::pairs::{PairData, ScoreColumn};
 use crate::encoder::sentence::SentenceEncoder;
 use crate::model::embedding_task::sts_correlations;
 
@@ -39,38 +39,21 @@ impl StsPairs {
         Self::read_columns(path, &StsColumns::default(), None)
     }
 
-    /// The first `limit` pairs (all: None); a score that is not a finite number or an empty sentence fails
-    /// naming the file, line and column.
+    /// The first `limit` pairs (all: None), through the one reader of sentence rows (`data::pairs`): the gold
+    /// scores as the file has them, a score that is not a finite number or an empty sentence failing with the
+    /// file, line and column named.
     pub fn read_columns(path: &Path, cols: &StsColumns, limit: Option<usize>) -> Result<Self> {
-        let t = Table::read(path)?;
-        let (a, b, s) = (t.column(cols.first)?, t.column(cols.second)?, t.column(cols.score)?);
-        let mut out = StsPairs {
-            first: vec![],
-            second: vec![],
-            gold: vec![],
+        let score = ScoreColumn {
+            name: cols.score,
+            range: None,
         };
-        for (line, row) in t.rows.iter().take(limit.unwrap_or(usize::MAX)) {
-            let at = |col: &str| format!("{}:{line}: column `{col}`", path.display());
-            let score: f64 = row[s]
-                .trim()
-                .parse()
-                .with_context(|| format!("{}: `{}` is not a number", at(cols.score), row[s]))?;
-            if !score.is_finite() {
-                bail!("{}: `{}` is not a finite number", at(cols.score), row[s].trim());
-            }
-            for (i, col) in [(a, cols.first), (b, cols.second)] {
-                if row[i].trim().is_empty() {
-                    bail!("{}: the sentence is empty", at(col));
-                }
-            }
-            out.first.push(row[a].clone());
-            out.second.push(row[b].clone());
-            out.gold.push(score);
-        }
-        if out.gold.is_empty() {
-            bail!("{}: no pairs (the file is empty)", path.display());
-        }
-        Ok(out)
+        let d = PairData::read(path, &[cols.first, cols.second], Some(score), limit)?;
+        let [first, second]: [Vec<String>; 2] = d.columns.try_into().expect("the two columns asked for");
+        Ok(StsPairs {
+            first,
+            second,
+            gold: d.scores,
+        })
     }
 
     /// Each distinct sentence once, in order of first appearance, and each pair's two indices into them.

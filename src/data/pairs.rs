@@ -1,9 +1,11 @@
-//! Pair data: the sentence columns of an sts or pairs task (two or three per row) and, for sts, a gold score
-//! per row scaled from its declared range to 0..1.
+//! Pair data: the sentence columns of an sts or pairs task, an STS probe or `eval-sts` (two or three per row, or
+//! drift's one), and a gold score per row where there is a score column: scaled from a declared range to 0..1 for
+//! a task, as it is for a probe (its correlations do not depend on the scale). The one reader of sentence rows.
 //!
-//! Invariants: every error names the file and, for a row, its line: a missing column (with the columns the
-//! file has), an empty sentence, a score that is not a finite number or lies outside the range. The scaled
-//! score is (s - lo) / (hi - lo), as sentence-transformers' STS-B examples divide by 5.
+//! Invariants: every error names the file and, for a row, its line and column: a missing column (with the
+//! columns the file has), an empty sentence, a score that is not a finite number or lies outside the range, a
+//! file without rows. The scaled score is (s - lo) / (hi - lo), as sentence-transformers' STS-B examples divide
+//! by 5.
 
 use std::path::Path;
 
@@ -11,10 +13,10 @@ use anyhow::{bail, Result};
 
 use crate::data::table::Table;
 
-/// A score column and the range its values must lie in.
+/// A score column and the range its values must lie in (`None`: any finite number, kept as it is).
 pub(crate) struct ScoreColumn<'a> {
     pub name: &'a str,
-    pub range: [f64; 2],
+    pub range: Option<[f64; 2]>,
 }
 
 /// The rows of one split of a pair task.
@@ -22,14 +24,15 @@ pub(crate) struct ScoreColumn<'a> {
 pub(crate) struct PairData {
     /// one vector of sentences per column, in the order the columns were asked for
     pub columns: Vec<Vec<String>>,
-    /// the gold scores in 0..1 (empty without a score column)
+    /// the gold scores, in 0..1 where the column has a range (empty without a score column)
     pub scores: Vec<f64>,
 }
 
 impl PairData {
+    /// The first `limit` rows (all: None).
     pub(crate) fn read(
         path: &Path,
-        columns: &[String],
+        columns: &[&str],
         score: Option<ScoreColumn>,
         limit: Option<usize>,
     ) -> Result<Self> {
@@ -41,20 +44,16 @@ impl PairData {
             scores: Vec::new(),
         };
         for (line, row) in table.rows.iter().take(limit.unwrap_or(usize::MAX)) {
+            let cell = |name: &str| format!("{}:{line}: column `{name}`", path.display());
             for ((name, &j), col) in columns.iter().zip(&at).zip(&mut out.columns) {
                 if row[j].trim().is_empty() {
-                    bail!(
-                        "{}:{line}: column `{name}` is empty (every sentence of a pair must be given)",
-                        path.display()
-                    );
+                    bail!("{}: the sentence is empty", cell(name));
                 }
                 col.push(row[j].clone());
             }
             if let (Some(s), Some(j)) = (&score, score_at) {
-                out.scores.push(
-                    scaled(&row[j], s)
-                        .map_err(|e| anyhow::anyhow!("{}:{line}: column `{}`: {e}", path.display(), s.name))?,
-                );
+                out.scores
+                    .push(scaled(&row[j], s).map_err(|e| anyhow::anyhow!("{}: {e}", cell(s.name)))?);
             }
         }
         if out.columns.first().is_none_or(Vec::is_empty) {
@@ -68,18 +67,17 @@ impl PairData {
     }
 }
 
-/// A score cell as a number in 0..1 of its range.
+/// A score cell as a number, in 0..1 of its range where it has one.
 fn scaled(cell: &str, s: &ScoreColumn) -> std::result::Result<f64, String> {
-    let [lo, hi] = s.range;
-    let v: f64 = cell
-        .trim()
-        .parse()
-        .map_err(|_| format!("score `{cell}` is not a number"))?;
+    let v: f64 = cell.trim().parse().map_err(|_| format!("`{cell}` is not a number"))?;
     if !v.is_finite() {
-        return Err(format!("score `{}` is not a finite number", cell.trim()));
+        return Err(format!("`{}` is not a finite number", cell.trim()));
     }
+    let Some([lo, hi]) = s.range else {
+        return Ok(v);
+    };
     if v < lo || v > hi {
-        return Err(format!("score {v} is outside score_range [{lo}, {hi}]"));
+        return Err(format!("{v} is outside score_range [{lo}, {hi}]"));
     }
     Ok((v - lo) / (hi - lo))
 }
@@ -92,8 +90,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("p.tsv");
         std::fs::write(&p, body).unwrap();
-        let cols = ["s1".to_string(), "s2".to_string()];
-        PairData::read(&p, &cols, Some(ScoreColumn { name: "score", range }), None)
+        let score = ScoreColumn {
+            name: "score",
+            range: Some(range),
+        };
+        PairData::read(&p, &["s1", "s2"], Some(score), None)
     }
 
     #[test]
@@ -106,13 +107,13 @@ mod tests {
             read("s1\ts2\tscore\na\tb\t5\nc\td\t6\n", [0.0, 5.0]).unwrap_err()
         );
         assert!(
-            e.contains("p.tsv:3: column `score`: score 6 is outside score_range [0, 5]"),
+            e.contains("p.tsv:3: column `score`: 6 is outside score_range [0, 5]"),
             "{e}"
         );
         let e = format!("{:#}", read("s1\ts2\tscore\na\tb\tx\n", [0.0, 5.0]).unwrap_err());
-        assert!(e.contains("p.tsv:2: column `score`: score `x` is not a number"), "{e}");
+        assert!(e.contains("p.tsv:2: column `score`: `x` is not a number"), "{e}");
         let e = format!("{:#}", read("s1\ts2\tscore\na\t \t1\n", [0.0, 5.0]).unwrap_err());
-        assert!(e.contains("p.tsv:2: column `s2` is empty"), "{e}");
+        assert!(e.contains("p.tsv:2: column `s2`: the sentence is empty"), "{e}");
         let e = format!("{:#}", read("s1\tscore\na\t1\n", [0.0, 5.0]).unwrap_err());
         assert!(e.contains("p.tsv: no column `s2`"), "{e}");
     }

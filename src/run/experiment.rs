@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use crate::analysis::sts::{StsColumns, StsPairs};
 use crate::config::{DriftConfig, ExperimentConfig, PairLoss, TaskConfig, TaskType};
 use crate::data::pairs::{PairData, ScoreColumn};
-use crate::data::{LabelledData, Table};
+use crate::data::LabelledData;
 use crate::model::checkpoint;
 use crate::model::freeze::{FreezePlan, Snapshot};
 use crate::model::lora::LoraAdapters;
@@ -144,28 +144,16 @@ fn read_measures(cfg: &ExperimentConfig) -> Result<Measures> {
 
 /// The first `sentences` rows of drift's file; fewer, or an empty one, is an error naming the file.
 fn drift_sentences(d: &DriftConfig) -> Result<Vec<String>> {
-    let t = Table::read(&d.data)?;
-    let col = t.column(&d.column).context("analysis.drift.column")?;
-    let mut out = Vec::with_capacity(d.sentences);
-    for (line, row) in t.rows.iter().take(d.sentences) {
-        if row[col].trim().is_empty() {
-            bail!(
-                "{}:{line}: column `{}`: the sentence is empty",
-                d.data.display(),
-                d.column
-            );
-        }
-        out.push(row[col].clone());
-    }
-    if out.len() < d.sentences {
+    let rows = PairData::read(&d.data, &[d.column.as_str()], None, Some(d.sentences)).context("analysis.drift")?;
+    if rows.len() < d.sentences {
         bail!(
             "analysis.drift.sentences: {} asked for, but {} has only {} rows",
             d.sentences,
             d.data.display(),
-            out.len()
+            rows.len()
         );
     }
-    Ok(out)
+    Ok(rows.columns.into_iter().next().unwrap_or_default())
 }
 
 /// The hooks `measures` call for. Drift takes its reference from `model`, so this runs before a resumed run
@@ -207,12 +195,12 @@ fn read_labelled(t: &TaskConfig) -> Result<TaskFiles> {
 }
 
 fn read_pairs(t: &TaskConfig) -> Result<TaskFiles> {
-    let columns = t.pair_columns();
+    let names = t.pair_columns();
+    let columns: Vec<&str> = names.iter().map(String::as_str).collect();
     let score = || {
-        let range = t.score_range?;
         Some(ScoreColumn {
             name: t.score_column.as_deref()?,
-            range,
+            range: Some(t.score_range?),
         })
     };
     let train = PairData::read(&t.train, &columns, score(), t.limit_train)

@@ -521,7 +521,10 @@ impl<'a> Trainer<'a> {
             stopped_early: false,
             phase_changed: self.gradual.as_ref().map_or_else(Vec::new, |u| u.changed.clone()),
             phase_checked: self.gradual.as_ref().map_or(0, |u| u.checked),
-            never_opened: self.gradual.as_ref().map_or_else(Vec::new, |u| u.never_opened(&self.model.groups())),
+            never_opened: self
+                .gradual
+                .as_ref()
+                .map_or_else(Vec::new, |u| u.never_opened(&self.model.groups())),
         })
     }
 
