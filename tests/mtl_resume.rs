@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
 use common::*;
 use harness::record::{read_conflicts, Summary, CONFLICT_FILE};
@@ -25,34 +24,11 @@ fn write_config(dir: &Path, method: &str) -> PathBuf {
     p
 }
 
-fn args(cfg: &Path, name: &str, resume: bool) -> Vec<String> {
-    let name = format!("name={name}");
-    let mut a: Vec<String> = ["--threads", "1", "run", cfg.to_str().unwrap(), "--set", &name]
-        .into_iter()
-        .chain(["--set", "tasks.0.limit_train=160", "--set", "tasks.1.limit_train=64"])
+/// The training sets' sizes, on every command line.
+fn limits() -> Vec<String> {
+    ["--set", "tasks.0.limit_train=160", "--set", "tasks.1.limit_train=64"]
         .map(str::to_string)
-        .collect();
-    if resume {
-        a.push("--resume".into());
-    }
-    a
-}
-
-fn spawn(cfg: &Path, name: &str, resume: bool) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args(cfg, name, resume))
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for a checkpoint at step `k` or later in the run's `.partial`.
-fn wait_for(partial: &Path, k: usize) {
-    wait_until(&format!("checkpoint of step {k}"), 300, || {
-        checkpointed_step(partial).is_some_and(|s| s >= k)
-    });
+        .to_vec()
 }
 
 fn weights(dir: &Path) -> String {
@@ -63,46 +39,26 @@ fn weights(dir: &Path) -> String {
 fn killed_twice_then_resumed_equals_uninterrupted(method: &str) {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path(), method);
-    let reference = spawn(&cfg, "ref", false).wait_with_output().unwrap();
+    let extra = limits();
+    let mut reference = vec!["--set".to_string(), "name=ref".to_string()];
+    reference.extend(extra.iter().cloned());
+    let reference = spawn_run(&cfg, &reference, false).wait_with_output().unwrap();
     assert!(
         reference.status.success(),
         "{}",
         String::from_utf8_lossy(&reference.stderr)
     );
 
-    let partial = d.path().join("k.partial");
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as usize;
     // killed somewhere in epoch 1, stopped in epoch 2, so the resumed runs carry the first epoch's history
     let (k1, k2) = (2 + nanos % 7, 12 + nanos % 8);
-    let mut child = spawn(&cfg, "k", false);
-    wait_for(&partial, k1);
-    child.kill().unwrap(); // SIGKILL: no handler runs
-    child.wait().unwrap();
-    let after_kill = checkpointed_step(&partial);
-    let child = spawn(&cfg, "k", true);
-    wait_for(&partial, k2);
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(75),
-        "{method}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let after_term = checkpointed_step(&partial);
-    let out = spawn(&cfg, "k", true).wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{method}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let k = ("k", extra.as_slice());
+    let after_kill = interrupted_at(&cfg, d.path(), k, k1, false, Stop::Kill);
+    let after_term = interrupted_at(&cfg, d.path(), k, k2, true, Stop::Term);
+    resumed(&cfg, "k", &extra);
     eprintln!("{method}: killed at step {after_kill:?}, stopped at step {after_term:?}");
     assert_eq!(
         metrics(&d.path().join("k")),

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::*;
 use harness::record::Summary;
@@ -147,33 +147,13 @@ fn a_kill_9_after_the_best_and_a_resume_give_the_uninterrupted_run() {
     let train = format!("{STOPPING}\n  checkpoint_every_steps: 1");
     let cfg = write_config(d.path(), 1, "  scenario: none", &train);
     ok(&run(&cfg, &["name=ref"]));
-    let partial = d.path().join("k.partial");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["--threads", "1", "run", cfg.to_str().unwrap(), "--set", "name=k"])
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // past epoch 1's evaluation (the best, written to best.safetensors), before the stop at 15
-    wait_until("a checkpoint after the best", 120, || {
-        checkpointed_step(&partial).is_some_and(|s| s >= 7)
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
+    interrupted_at(&cfg, d.path(), ("k", &[]), 7, false, Stop::Kill);
     assert!(
-        partial.join("best.safetensors").is_file(),
+        d.path().join("k.partial/best.safetensors").is_file(),
         "the best weights survive the kill"
     );
-    ok(&harness(&[
-        "--threads",
-        "1",
-        "run",
-        cfg.to_str().unwrap(),
-        "--set",
-        "name=k",
-        "--resume",
-    ]));
+    resumed(&cfg, "k", &[]);
     let (a, b) = (d.path().join("ref"), d.path().join("k"));
     assert_eq!(metrics(&a), metrics(&b));
     let best = |dir: &Path| serde_json::to_string(&Summary::read(&dir.join("summary.json")).unwrap().best).unwrap();
@@ -277,20 +257,8 @@ fn gradual_unfreezing_killed_after_a_phase_boundary_resumes_exactly() {
     let cfg = write_config(d.path(), 2, GRADUAL, GRADUAL_TRAIN);
     ok(&run(&cfg, &["name=ref"]));
     let partial = d.path().join("k.partial");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["--threads", "1", "run", cfg.to_str().unwrap(), "--set", "name=k"])
-        .current_dir(root())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_until("a checkpoint in epoch 2", 120, || {
-        checkpointed_step(&partial).is_some_and(|s| s >= 12)
-    });
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // the checkpoint: each tensor took an optimizer step only in the phases that train it
-    let at = checkpointed_step(&partial).unwrap();
+    // killed in epoch 2; the checkpoint: each tensor took an optimizer step only in the phases that train it
+    let at = interrupted_at(&cfg, d.path(), ("k", &[]), 12, false, Stop::Kill).unwrap();
     let ptr: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(partial.join("checkpoint.json")).unwrap()).unwrap();
     let ck = partial.join(ptr["dir"].as_str().unwrap());
@@ -311,15 +279,7 @@ fn gradual_unfreezing_killed_after_a_phase_boundary_resumes_exactly() {
             }
         }
     }
-    ok(&harness(&[
-        "--threads",
-        "1",
-        "run",
-        cfg.to_str().unwrap(),
-        "--set",
-        "name=k",
-        "--resume",
-    ]));
+    resumed(&cfg, "k", &[]);
     let (a, b) = (d.path().join("ref"), d.path().join("k"));
     assert_eq!(metrics(&a), metrics(&b));
     let bytes = |dir: &Path| std::fs::read(dir.join("checkpoint.safetensors")).unwrap();

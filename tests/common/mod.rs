@@ -268,21 +268,63 @@ pub fn spawn_run(cfg: &Path, args: &[String], resume: bool) -> std::process::Chi
         .unwrap()
 }
 
-/// The run `name` of `cfg` (its `output_dir` is `out`) killed with SIGKILL once it has checkpointed step
-/// `kill_at` or later (`train.checkpoint_every_steps` must allow that), then resumed to the end; `args` are
-/// added to both command lines. Returns the step it was killed after; the result is in `out/<name>`.
-pub fn killed_then_resumed(cfg: &Path, out: &Path, name: &str, args: &[String], kill_at: usize) -> Option<usize> {
+/// How `interrupted_at` stops a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Stop {
+    /// SIGKILL: no handler runs
+    Kill,
+    /// SIGTERM: the run must end the documented way, exit 75
+    Term,
+}
+
+fn named(name: &str, args: &[String]) -> Vec<String> {
     let mut a = vec!["--set".to_string(), format!("name={name}")];
     a.extend(args.iter().cloned());
+    a
+}
+
+/// Starts the run `name` of `cfg` (its `output_dir` is `out`; `--resume` when `resume`; `args` added to the
+/// command line) and stops it with `stop` once it has checkpointed step `at` or later
+/// (`train.checkpoint_every_steps` must allow that). Returns the step of its last checkpoint.
+pub fn interrupted_at(
+    cfg: &Path,
+    out: &Path,
+    (name, args): (&str, &[String]),
+    at: usize,
+    resume: bool,
+    stop: Stop,
+) -> Option<usize> {
     let partial = out.join(format!("{name}.partial"));
-    let mut child = spawn_run(cfg, &a, false);
-    wait_until(&format!("checkpoint of step {kill_at}"), 300, || {
-        checkpointed_step(&partial).is_some_and(|s| s >= kill_at)
+    let mut child = spawn_run(cfg, &named(name, args), resume);
+    wait_until(&format!("checkpoint of step {at}"), 300, || {
+        checkpointed_step(&partial).is_some_and(|s| s >= at)
     });
-    child.kill().unwrap(); // SIGKILL: no handler runs
-    child.wait().unwrap();
-    let killed = checkpointed_step(&partial);
-    let done = spawn_run(cfg, &a, true).wait_with_output().unwrap();
+    if stop == Stop::Kill {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    } else {
+        let term = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(75), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    checkpointed_step(&partial)
+}
+
+/// Resumes the run `name` of `cfg` to the end (`args` added), which must succeed.
+pub fn resumed(cfg: &Path, name: &str, args: &[String]) {
+    let done = spawn_run(cfg, &named(name, args), true).wait_with_output().unwrap();
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+}
+
+/// The run `name` of `cfg` (its `output_dir` is `out`) killed with SIGKILL once it has checkpointed step
+/// `kill_at` or later, then resumed to the end; `args` are added to both command lines. Returns the step it
+/// was killed after; the result is in `out/<name>`.
+pub fn killed_then_resumed(cfg: &Path, out: &Path, name: &str, args: &[String], kill_at: usize) -> Option<usize> {
+    let killed = interrupted_at(cfg, out, (name, args), kill_at, false, Stop::Kill);
+    resumed(cfg, name, args);
     killed
 }
