@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::analysis::conflict::conflict_curves;
 use crate::analysis::plot::{plot_curves, plot_on, Axes, CurvePoint, RunCurve, TaskCurve};
-use crate::analysis::retention::{drift_curves, retention_rows, GroupRuns, RetentionRow};
+use crate::analysis::retention::{drift_curves, drift_markdown, retention_rows, GroupRuns, RetentionRow};
 pub(crate) use crate::analysis::stat::Stat;
 use crate::runtime::amp::Precision;
 
@@ -607,8 +607,11 @@ impl Comparison {
         if !self.retention.is_empty() {
             md += &format!("\n## Retention\n\n{}", self.retention_markdown());
         }
-        if self.drift.is_some() {
-            md += "\n![CKA to the pretrained encoder per layer](drift.png)\n";
+        if let Some((curves, axes)) = &self.drift {
+            md += &format!(
+                "\n## Drift\n\n{}\n![CKA to the pretrained encoder per layer](drift.png)\n",
+                drift_markdown(curves, axes)
+            );
         }
         md
     }

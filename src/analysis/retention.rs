@@ -5,6 +5,7 @@
 //! out of each; with none at all there is no table or plot.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::Result;
@@ -133,4 +134,83 @@ pub(crate) fn drift_curves(groups: &[(String, Vec<&Path>)]) -> Result<Option<(Ve
         x_names,
     };
     Ok(Some((curves, axes)))
+}
+
+/// The drift plot's numbers: per group, CKA at each layer position at the end of training, mean ± sample std
+/// over seeds, three decimals; an empty cell where the group has no value.
+pub(crate) fn drift_markdown(curves: &[RunCurve], axes: &Axes) -> String {
+    let mut md = format!(
+        "| run | {} |\n|---|{}\n",
+        axes.x_names.join(" | "),
+        "---:|".repeat(axes.x_names.len())
+    );
+    for c in curves {
+        let points = c.tasks.first().map_or(&[][..], |t| &t.points[..]);
+        let cells: Vec<String> = (0..axes.x_names.len() as u32)
+            .map(|x| {
+                points
+                    .iter()
+                    .find(|p| p.epoch == x)
+                    .map_or(String::new(), |p| format!("{:.3} ± {:.3}", p.mean, p.std))
+            })
+            .collect();
+        let _ = writeln!(md, "| {} | {} |", c.label.replace('|', "\\|"), cells.join(" | "));
+    }
+    md + "\nLinear CKA between the pretrained encoder's and the trained encoder's representations of the same sentences (drift.csv, its last measurement): L*i*, layer *i*'s token states mean-pooled; pooled, the sentence embedding. 1 is unchanged up to rotation and scale.\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_with_drift(root: &Path, name: &str, rows: &[(u32, &str, f64)]) -> std::path::PathBuf {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut csv = String::from("run,scenario,epoch,step,layer,cka\n");
+        for (epoch, layer, cka) in rows {
+            csv += &format!("{name},none,{epoch},{},{layer},{cka}\n", epoch * 10);
+        }
+        std::fs::write(dir.join(DRIFT_FILE), csv).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_drift_table_is_each_groups_last_measurement_merged_over_seeds() {
+        let d = tempfile::tempdir().unwrap();
+        let epoch0 = [(0, "layer.0", 1.0), (0, "layer.1", 1.0), (0, "pooled", 1.0)];
+        let a = run_with_drift(
+            d.path(),
+            "a1",
+            &[
+                &epoch0[..],
+                &[(1, "layer.0", 0.9), (1, "layer.1", 0.5), (1, "pooled", 0.6)],
+            ]
+            .concat(),
+        );
+        let b = run_with_drift(
+            d.path(),
+            "a2",
+            &[
+                &epoch0[..],
+                &[(1, "layer.0", 0.8), (1, "layer.1", 0.7), (1, "pooled", 0.6)],
+            ]
+            .concat(),
+        );
+        let frozen = run_with_drift(d.path(), "f1", &epoch0);
+        let none = d.path().join("n1");
+        std::fs::create_dir_all(&none).unwrap();
+        let groups = vec![
+            ("a".to_string(), vec![a.as_path(), b.as_path()]),
+            ("f".to_string(), vec![frozen.as_path()]),
+            ("n".to_string(), vec![none.as_path()]),
+        ];
+        let (curves, axes) = drift_curves(&groups).unwrap().unwrap();
+        assert_eq!(axes.x_names, ["L0", "L1", "pooled"]);
+        let md = drift_markdown(&curves, &axes);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(lines[0], "| run | L0 | L1 | pooled |");
+        assert_eq!(lines[2], "| a | 0.850 ± 0.071 | 0.600 ± 0.141 | 0.600 ± 0.000 |");
+        assert_eq!(lines[3], "| f | 1.000 ± 0.000 | 1.000 ± 0.000 | 1.000 ± 0.000 |");
+        assert!(!md.contains("| n |"), "a group without drift.csv has no row: {md}");
+    }
 }
