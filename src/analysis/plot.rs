@@ -252,6 +252,8 @@ where
         let mut chart = ChartBuilder::on(area)
             .caption(*task, (FONT, 24).into_font().style(FontStyle::Bold))
             .margin(14)
+            // a named last position (`pooled`) is centred on the axis's end, and would be cut at the edge
+            .margin_right(if axes.x_names.is_empty() { 14 } else { 40 })
             .x_label_area_size(50)
             .y_label_area_size(70)
             .build_cartesian_2d(0..max_epoch, y0..y1)?;

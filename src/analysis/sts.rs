@@ -48,7 +48,8 @@ impl StsPairs {
             range: None,
         };
         let d = PairData::read(path, &[cols.first, cols.second], Some(score), limit)?;
-        let [first, second]: [Vec<String>; 2] = d.columns.try_into().expect("the two columns asked for");
+        let mut columns = d.columns.into_iter();
+        let (first, second) = (columns.next().unwrap_or_default(), columns.next().unwrap_or_default());
         Ok(StsPairs {
             first,
             second,

@@ -1,6 +1,7 @@
-//! Pair data: the sentence columns of an sts or pairs task, an STS probe or `eval-sts` (two or three per row, or
-//! drift's one), and a gold score per row where there is a score column: scaled from a declared range to 0..1 for
-//! a task, as it is for a probe (its correlations do not depend on the scale). The one reader of sentence rows.
+//! Pair data, the one reader of sentence rows: the sentence columns of an sts or pairs task, an STS probe or
+//! `eval-sts` (two or three per row, or drift's one), and a gold score per row where there is a score column:
+//! scaled from its declared range to 0..1 for a task, as the file has it for a probe or `eval-sts` (their
+//! correlations do not depend on the scale).
 //!
 //! Invariants: every error names the file and, for a row, its line and column: a missing column (with the
 //! columns the file has), an empty sentence, a score that is not a finite number or lies outside the range, a
