@@ -40,9 +40,9 @@ fn killed_twice_then_resumed_equals_uninterrupted(method: &str) {
     let d = tempfile::tempdir().unwrap();
     let cfg = write_config(d.path(), method);
     let extra = limits();
-    let mut reference = vec!["--set".to_string(), "name=ref".to_string()];
-    reference.extend(extra.iter().cloned());
-    let reference = spawn_run(&cfg, &reference, false).wait_with_output().unwrap();
+    let reference = spawn_run(&cfg, &named("ref", &extra), false)
+        .wait_with_output()
+        .unwrap();
     assert!(
         reference.status.success(),
         "{}",

@@ -178,24 +178,16 @@ mod tests {
     fn the_drift_table_is_each_groups_last_measurement_merged_over_seeds() {
         let d = tempfile::tempdir().unwrap();
         let epoch0 = [(0, "layer.0", 1.0), (0, "layer.1", 1.0), (0, "pooled", 1.0)];
-        let a = run_with_drift(
-            d.path(),
-            "a1",
-            &[
+        // epoch 0, then epoch 1 with these values of layer.0, layer.1 and pooled
+        let trained = |l0, l1, pooled| {
+            [
                 &epoch0[..],
-                &[(1, "layer.0", 0.9), (1, "layer.1", 0.5), (1, "pooled", 0.6)],
+                &[(1, "layer.0", l0), (1, "layer.1", l1), (1, "pooled", pooled)],
             ]
-            .concat(),
-        );
-        let b = run_with_drift(
-            d.path(),
-            "a2",
-            &[
-                &epoch0[..],
-                &[(1, "layer.0", 0.8), (1, "layer.1", 0.7), (1, "pooled", 0.6)],
-            ]
-            .concat(),
-        );
+            .concat()
+        };
+        let a = run_with_drift(d.path(), "a1", &trained(0.9, 0.5, 0.6));
+        let b = run_with_drift(d.path(), "a2", &trained(0.8, 0.7, 0.6));
         let frozen = run_with_drift(d.path(), "f1", &epoch0);
         let none = d.path().join("n1");
         std::fs::create_dir_all(&none).unwrap();

@@ -277,7 +277,8 @@ pub enum Stop {
     Term,
 }
 
-fn named(name: &str, args: &[String]) -> Vec<String> {
+/// `--set name=NAME` followed by `args`: a run's command-line settings for `spawn_run`.
+pub fn named(name: &str, args: &[String]) -> Vec<String> {
     let mut a = vec!["--set".to_string(), format!("name={name}")];
     a.extend(args.iter().cloned());
     a
